@@ -1,0 +1,87 @@
+"""Storage: a :class:`Database` for rows and a :class:`BlobStore` for message contents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from .blobs import BlobStore, FileBlobStore
+from .database import Database, migrate_sqlite
+from .engines import SqliteEngine
+
+__all__ = ["BlobStore", "Database", "FileBlobStore", "Store", "StoreService", "sqlite_store"]
+
+
+@attrs.define(eq=False)
+class Store:
+    """The database and the blob store, opened and closed together.
+
+    Built unopened (so the service tree can be composed without I/O); :meth:`open`
+    migrates the schema, starts the thread pools and must run before any use.
+    """
+
+    db: Database
+    blobs: FileBlobStore
+    data_dir: Path
+    threadpool: ThreadPool
+
+    log = Logger()
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "moxtw.sqlite3"
+
+    def open(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        old, new = migrate_sqlite(str(self.db_path))
+        if old != new:
+            self.log.info(
+                "database {path} migrated from schema {old} to {new}",
+                path=str(self.db_path),
+                old=old,
+                new=new,
+            )
+        self.threadpool.start()
+        self.blobs.open()
+        self.db.start()
+
+    async def close(self) -> None:
+        await self.db.stop()
+        self.threadpool.stop()
+
+
+def sqlite_store(data_dir: Path, reactor: Any) -> Store:
+    """The embedded default: SQLite and message files under ``data_dir``."""
+    threadpool = ThreadPool(minthreads=1, maxthreads=4, name="moxtw-blobs")
+    return Store(
+        db=Database(SqliteEngine(str(data_dir / "moxtw.sqlite3")), reactor),
+        blobs=FileBlobStore(data_dir / "msgs", reactor, threadpool),
+        data_dir=data_dir,
+        threadpool=threadpool,
+    )
+
+
+@attrs.define(slots=False, eq=False)
+class StoreService(Service):
+    """Opens the store on start and closes it on stop.
+
+    It is the first child of the service tree, so migrations run (synchronously, before
+    the reactor serves anything) before any listener accepts a connection, and it is the
+    last to stop.
+    """
+
+    store: Store
+    name: str = "store"
+
+    def startService(self) -> None:
+        self.store.open()
+        Service.startService(self)
+
+    async def stopService(self) -> None:  # type: ignore[override]
+        Service.stopService(self)
+        await self.store.close()

@@ -1,0 +1,28 @@
+"""An ordered service container: children start in order and stop in reverse, one by one."""
+
+from __future__ import annotations
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+
+
+class OrderedMultiService(MultiService):
+    """Like ``MultiService``, but ``stopService`` awaits each child before stopping the next.
+
+    Listeners are added last, so they stop first; the store is added first, so it closes
+    after everything that might still write to it (queue attempts, webhook results,
+    in-flight SMTP transactions) has finished.  A child whose stop fails is logged and the
+    others are still stopped.
+    """
+
+    log = Logger()
+
+    async def stopService(self) -> None:  # type: ignore[override]
+        Service.stopService(self)
+        children: list[IService] = list(self)
+        for child in reversed(children):
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                self.log.failure("stopping {name}", name=child.name)

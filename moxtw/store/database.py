@@ -1,0 +1,237 @@
+"""The async database: transactions in adbapi's thread, group commit, migrations.
+
+Callers never see a connection.  They hand a plain synchronous function of a cursor to
+:meth:`Database.run` (its own transaction) or :meth:`Database.run_batched` (shares a
+transaction, and so one fsync, with whatever else is waiting), and await the result.
+Transaction functions may be re-run after a retryable error, so they must have no side
+effects outside the database.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+import sqlite3
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import attrs
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .engines import Engine
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Cursor = Any
+TxnFunction = Callable[..., T]
+
+_MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class Reactor(IReactorCore, IReactorThreads, IReactorTime):  # type: ignore[misc]
+    """The reactor interfaces the database needs (for typing only)."""
+
+
+@attrs.define(eq=False)
+class _Pending:
+    description: str
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    deferred: Deferred[Any]
+
+
+@attrs.define(eq=False)
+class Database:
+    """Runs transactions on an :class:`Engine` through a ``twisted.enterprise.adbapi`` pool.
+
+    ``run_batched`` implements group commit: requests that arrive while a batch is being
+    committed wait and form the next batch; each request runs inside its own SAVEPOINT so
+    one failing request does not undo the others; the batch commits once (one fsync) and
+    its callbacks fire right after, before the next batch starts.
+    """
+
+    engine: Engine
+    reactor: Any
+    max_batch: int = 500
+    _pool: adbapi.ConnectionPool | None = None
+    _pending: list[_Pending] = attrs.Factory(list)
+    _committing: bool = False
+    #: Number of batches and requests committed, for metrics and tests.
+    batches: int = 0
+    batched_requests: int = 0
+
+    log = Logger()
+
+    def start(self) -> None:
+        args, kwargs = self.engine.connect_args()
+        self._pool = adbapi.ConnectionPool(
+            self.engine.module,
+            *args,
+            cp_min=self.engine.pool_size,
+            cp_max=self.engine.pool_size,
+            cp_openfun=self.engine.on_connect,
+            cp_reactor=self.reactor,
+            cp_noisy=False,
+            **kwargs,
+        )
+        # Start the pool's threads now instead of waiting for callWhenRunning: the
+        # service tree starts while the reactor is already running.
+        if self._pool.startID is not None:
+            self.reactor.removeSystemEventTrigger(self._pool.startID)
+            self._pool.startID = None
+        self._pool.start()
+
+    async def stop(self) -> None:
+        """Wait for queued batches, then close the pool."""
+        while self._pending or self._committing:
+            await deferLater(self.reactor, 0.01, lambda: None)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
+
+    def _require_pool(self) -> adbapi.ConnectionPool:
+        if self._pool is None:
+            raise RuntimeError("database is not started")
+        return self._pool
+
+    async def run(self, description: str, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(cursor, *args)`` in a transaction of its own."""
+        pool = self._require_pool()
+        delay = 0.01
+        for attempt in range(6):
+            try:
+                result: T = await pool.runInteraction(self._transaction, function, args)
+                return result
+            except Exception as e:
+                if attempt == 5 or not self.engine.is_retryable(e):
+                    raise
+                self.log.warn("retrying {description} after {error}", description=description, error=e)
+                await deferLater(self.reactor, delay, lambda: None)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _transaction(self, cursor: Cursor, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+        self.engine.begin(cursor)
+        return function(cursor, *args)
+
+    def run_batched(self, description: str, function: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run ``function(cursor, *args)`` in a transaction shared with other requests."""
+        d: Deferred[T] = Deferred()
+        self._pending.append(_Pending(description, function, args, d))
+        if not self._committing:
+            self._next_batch()
+        return d
+
+    def _next_batch(self) -> None:
+        if not self._pending:
+            return
+        batch = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
+        self._committing = True
+        d = Deferred.fromCoroutine(self.run("batch", self._run_batch, batch))
+        d.addBoth(self._batch_done, batch)
+
+    def _run_batch(self, cursor: Cursor, batch: list[_Pending]) -> list[Any]:
+        results: list[Any] = []
+        for item in batch:
+            cursor.execute("SAVEPOINT request")
+            try:
+                results.append(item.function(cursor, *item.args))
+            except Exception:
+                cursor.execute("ROLLBACK TO SAVEPOINT request")
+                results.append(Failure())
+            cursor.execute("RELEASE SAVEPOINT request")
+        return results
+
+    def _batch_done(self, results: list[Any] | Failure, batch: list[_Pending]) -> None:
+        self._committing = False
+        self.batches += 1
+        self.batched_requests += len(batch)
+        if isinstance(results, Failure):
+            for item in batch:
+                item.deferred.errback(results)
+        else:
+            for item, result in zip(batch, results, strict=True):
+                if isinstance(result, Failure):
+                    item.deferred.errback(result)
+                else:
+                    item.deferred.callback(result)
+        self._next_batch()
+
+
+# --- migrations --------------------------------------------------------------------
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The numbered schema files shipped in ``moxtw/store/schema``: (version, name, sql)."""
+    found = []
+    for entry in importlib.resources.files("moxtw.store.schema").iterdir():
+        m = _MIGRATION_RE.match(entry.name)
+        if m:
+            found.append((int(m.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort()
+    for i, (version, name, _) in enumerate(found, start=1):
+        if version != i:
+            raise RuntimeError(f"schema files are not numbered 1..n: {name}")
+    return found
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
+    ).fetchone()
+    if row is None:
+        return 0
+    (version,) = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(version or 0)
+
+
+def migrate_sqlite(path: str) -> tuple[int, int]:
+    """Bring the SQLite database at ``path`` to the newest schema; (old, new) version.
+
+    Runs synchronously at startup, before any listener opens: each migration is applied
+    with its version row in one transaction, so a crash leaves the previous version.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        old = schema_version(conn)
+        available = migrations()
+        if old > len(available):
+            raise RuntimeError(
+                f"database schema version {old} is newer than this moxtw knows ({len(available)})"
+            )
+        for version, name, sql in available[old:]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if version == 1:
+                    conn.execute(
+                        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)"
+                    )
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, name, applied) VALUES (?, ?, julianday('now'))",
+                    (version, name),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return old, len(available)
+    finally:
+        conn.close()
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a schema file into statements (no semicolons inside our statements)."""
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

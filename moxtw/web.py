@@ -1,0 +1,36 @@
+"""The HTTP listener's root resource: webapi below its configured path, more to come."""
+
+from __future__ import annotations
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from . import __version__
+
+
+class Root(Resource):
+    """``/``: a small index; children (``webapi``, later ``admin``) are mounted by path."""
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return (
+            "<!doctype html><html><head><title>moxtw</title></head><body>"
+            f"<h1>moxtw {__version__}</h1><ul>"
+            '<li><a href="/webapi/v0/">webapi</a></li>'
+            "</ul></body></html>"
+        ).encode()
+
+
+def mount(root: Resource, path: str, child: Resource) -> None:
+    """Put ``child`` at ``path`` (such as ``/webapi/``) below ``root``, creating levels."""
+    parts = [p.encode() for p in path.strip("/").split("/") if p]
+    if not parts:
+        raise ValueError("cannot mount at /")
+    node = root
+    for part in parts[:-1]:
+        nxt = node.children.get(part)
+        if nxt is None:
+            nxt = Resource()
+            node.putChild(part, nxt)
+        node = nxt
+    node.putChild(parts[-1], child)
