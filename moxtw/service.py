@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 
@@ -18,8 +18,11 @@ class OrderedMultiService(MultiService):
 
     log = Logger()
 
-    async def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> Deferred[None]:
         Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop_children())
+
+    async def _stop_children(self) -> None:
         children: list[IService] = list(self)
         for child in reversed(children):
             try:

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -82,6 +83,6 @@ class StoreService(Service):
         self.store.open()
         Service.startService(self)
 
-    async def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> Deferred[None]:
         Service.stopService(self)
-        await self.store.close()
+        return Deferred.fromCoroutine(self.store.close())
