@@ -173,6 +173,8 @@ class Config:
 
 # --- value parsers -------------------------------------------------------------------
 
+_NO_STRINGS: tuple[str, ...] = ()
+
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 _DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
@@ -357,7 +359,7 @@ def _str_list(v: object) -> tuple[str, ...]:
 
 
 def _endpoint(v: str) -> str:
-    from twisted.internet.endpoints import _parseServer  # type: ignore[attr-defined]
+    from twisted.internet.endpoints import _parseServer
 
     try:
         _parseServer(v, None)
@@ -438,8 +440,8 @@ def _build(c: _Checker, doc: Mapping[str, Any], base_dir: Path, source: Path | N
     dnsbl = c.sub(doc, "dnsbl")
     with c.at("dnsbl"):
         c.table(dnsbl, {"zones", "ips"})
-        zones = c.get(dnsbl, "zones", "a list of DNS zone names", _str_list, ())
-        ips = c.get(dnsbl, "ips", "a list of IP addresses", _str_list, ())
+        zones = c.get(dnsbl, "zones", "a list of DNS zone names", _str_list, _NO_STRINGS)
+        ips = c.get(dnsbl, "ips", "a list of IP addresses", _str_list, _NO_STRINGS)
 
     domains: dict[str, DomainConfig] = {}
     with c.at("domains"):
@@ -514,7 +516,7 @@ def _listeners(c: _Checker, doc: Mapping[str, Any]) -> Listeners:
         c.table(doc, set(names))
         values: dict[str, tuple[str, ...]] = {}
         for name in names:
-            eps = c.get(doc, name, 'a list of endpoint strings such as ["tcp:25"]', _str_list, ())
+            eps = c.get(doc, name, 'a list of endpoint strings such as ["tcp:25"]', _str_list, _NO_STRINGS)
             checked = []
             for i, ep in enumerate(eps):
                 try:
@@ -557,7 +559,7 @@ def _dns(c: _Checker, doc: Mapping[str, Any]) -> DNSConfig:
     with c.at("dns"):
         c.table(doc, {"nameservers", "timeout"})
         servers = []
-        for i, s in enumerate(c.get(doc, "nameservers", "a list of IP[:port] strings", _str_list, ())):
+        for i, s in enumerate(c.get(doc, "nameservers", "a list of IP[:port] strings", _str_list, _NO_STRINGS)):
             try:
                 servers.append(_nameserver(s))
             except ValueError:
@@ -592,7 +594,7 @@ def _domain(c: _Checker, name: str, doc: Mapping[str, Any], base_dir: Path) -> D
         c.problem("domain name is not a valid host name")
         return None
     c.table(doc, {"catchall_separators", "localpart_case_sensitive", "disabled", "dkim"})
-    seps = c.get(doc, "catchall_separators", 'a list of separators such as ["+"]', _str_list, ())
+    seps = c.get(doc, "catchall_separators", 'a list of separators such as ["+"]', _str_list, _NO_STRINGS)
     for i, s in enumerate(seps):
         if len(s) != 1 or s in '@"\\ ' or ord(s) < 0x21:
             c.problem(f"expected a single character, got {_show(s)}", f"catchall_separators[{i}]")
@@ -612,9 +614,9 @@ def _domain(c: _Checker, name: str, doc: Mapping[str, Any], base_dir: Path) -> D
                     key_file = c.get(sel, "key_file", "a file path", _path(base_dir), base_dir, required=True)
                     if "key_file" in sel and not key_file.is_file():
                         c.problem(f"no such file: {key_file}", "key_file")
-                    headers = c.get(sel, "headers", "a list of header names", _str_list, ())
+                    headers = c.get(sel, "headers", "a list of header names", _str_list, _NO_STRINGS)
                     selectors[sel_name] = DKIMSelector(name=sel_name, key_file=key_file, headers=headers)
-        sign = c.get(dkim, "sign", "a list of selector names", _str_list, ())
+        sign = c.get(dkim, "sign", "a list of selector names", _str_list, _NO_STRINGS)
         for i, s in enumerate(sign):
             if s not in selectors:
                 c.problem(f"unknown selector {_show(s)}", f"sign[{i}]")
@@ -640,7 +642,7 @@ def _webhook(c: _Checker, doc: Mapping[str, Any], key: str, outgoing: bool) -> W
         url = c.get(sub, "url", "an http(s) URL", _str, "", required=True)
         if url and not re.match(r"^https?://[^/\s]+", url):
             c.problem(f"expected an http or https URL, got {_show(url)}", "url")
-        events = c.get(sub, "events", "a list of event names", _str_list, ())
+        events = c.get(sub, "events", "a list of event names", _str_list, _NO_STRINGS)
         for i, e in enumerate(events):
             if e not in OUTGOING_EVENTS:
                 c.problem(f"unknown event {_show(e)} (known: {', '.join(OUTGOING_EVENTS)})", f"events[{i}]")
@@ -679,14 +681,14 @@ def _account(
     domain = c.get(doc, "domain", "a configured domain name", _str, "", required=True).lower()
     if domain and domain not in domains:
         c.problem(f"unknown domain {_show(domain)}", "domain")
-    addresses = c.get(doc, "addresses", 'a list of addresses such as ["you@example.org"]', _str_list, (), required=True)
+    addresses = c.get(doc, "addresses", 'a list of addresses such as ["you@example.org"]', _str_list, _NO_STRINGS, required=True)
     for i, a in enumerate(addresses):
         parts = _split_address(a)
         if parts is None:
             c.problem(f"expected an address such as you@example.org (or @example.org for catch-all), got {_show(a)}", f"addresses[{i}]")
         elif parts[1] not in domains:
             c.problem(f"address domain {_show(parts[1])} is not a configured domain", f"addresses[{i}]")
-    fromid = c.get(doc, "fromid_login_addresses", "a list of login addresses", _str_list, ())
+    fromid = c.get(doc, "fromid_login_addresses", "a list of login addresses", _str_list, _NO_STRINGS)
     for i, a in enumerate(fromid):
         parts = _split_address(a)
         if parts is None or not parts[0]:

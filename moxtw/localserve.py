@@ -13,6 +13,7 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -233,7 +234,7 @@ class Overrides:
 def apply_overrides(config: Config, overrides: Overrides) -> Config:
     accounts = dict(config.accounts)
     account: AccountConfig = accounts["mox"] if "mox" in accounts else next(iter(accounts.values()))
-    changes: dict[str, WebhookConfig] = {}
+    changes: dict[str, Any] = {}
     if overrides.outgoing_webhook:
         changes["outgoing_webhook"] = WebhookConfig(
             url=overrides.outgoing_webhook, authorization=overrides.webhook_authorization

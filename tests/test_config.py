@@ -7,7 +7,14 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from moxtw.config import ConfigError, format_duration, load_config, parse_config, parse_duration, parse_size
+from moxtw.config import (
+    ConfigError,
+    format_duration,
+    load_config,
+    parse_config,
+    parse_duration,
+    parse_size,
+)
 
 EXAMPLE = Path(__file__).parent.parent / "etc" / "moxtw.toml"
 

@@ -18,7 +18,6 @@ from typing import Any, ParamSpec, TypeVar
 import attrs
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,10 +31,6 @@ Cursor = Any
 TxnFunction = Callable[..., T]
 
 _MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-
-
-class Reactor(IReactorCore, IReactorThreads, IReactorTime):  # type: ignore[misc]
-    """The reactor interfaces the database needs (for typing only)."""
 
 
 @attrs.define(eq=False)

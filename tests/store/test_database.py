@@ -62,7 +62,7 @@ class StoreContractMixin:
     async def test_run_returns_result_and_raises(self) -> None:
         store = self.open_store(Path(self.mktemp()))  # type: ignore[attr-defined]
         first = await store.db.run("insert", insert_suppression, "mox", "a@example.org")
-        with self.assertRaises(Exception):  # type: ignore[attr-defined]
+        with self.assertRaises(sqlite3.IntegrityError):  # type: ignore[attr-defined]
             await store.db.run("duplicate", insert_suppression, "mox", "a@example.org")
         self.assertEqual(await store.db.run("count", count, "suppression"), 1)  # type: ignore[attr-defined]
         self.assertGreater(first, 0)  # type: ignore[attr-defined]

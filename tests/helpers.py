@@ -1,0 +1,113 @@
+"""Test helpers: a real moxtw daemon in a subprocess, free loopback ports, HTTP clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.task import deferLater
+from twisted.web.client import Agent, HTTPConnectionPool
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = str(Path(sys.executable).parent / "twistd")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+class _Collect(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.ended: defer.Deferred[int] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        # twistd re-raises the signal that stopped it after a clean shutdown, so a clean
+        # SIGTERM stop ends with -15 (the signal), not 0.
+        value = reason.value
+        self.ended.callback(value.exitCode if value.exitCode is not None else -(value.signal or 0))
+
+
+class Daemon:
+    """``twistd -n moxtw ARGS`` as a child process, with helpers to wait and stop."""
+
+    def __init__(self, testcase: Any, *args: str) -> None:
+        self.args = args
+        self.testcase = testcase
+        self.proto = _Collect()
+        self.process: Any = None
+
+    def start(self) -> Daemon:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        argv = [TWISTD, "-n", "--pidfile=", "moxtw", *self.args]
+        self.process = reactor.spawnProcess(self.proto, TWISTD, argv, env=env, path=str(ROOT))
+        self.testcase.addCleanup(self.kill)
+        return self
+
+    @property
+    def output(self) -> str:
+        return self.proto.output.decode("utf-8", "replace")
+
+    async def wait_for_port(self, port: int, timeout: float = 20.0) -> None:
+        waited = 0.0
+        while not port_open(port):
+            if self.proto.ended.called:
+                raise AssertionError(f"daemon exited before listening on {port}:\n{self.output}")
+            if waited > timeout:
+                raise AssertionError(f"daemon not listening on {port} after {timeout}s:\n{self.output}")
+            await deferLater(reactor, 0.05, lambda: None)
+            waited += 0.05
+
+    async def wait_for_output(self, text: str, timeout: float = 20.0) -> None:
+        waited = 0.0
+        while text not in self.output:
+            if waited > timeout or self.proto.ended.called:
+                raise AssertionError(f"{text!r} not in output:\n{self.output}")
+            await deferLater(reactor, 0.05, lambda: None)
+            waited += 0.05
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        if not self.proto.ended.called:
+            self.process.signalProcess(sig)
+        return await self.proto.ended
+
+    def kill(self) -> defer.Deferred[Any] | None:
+        if self.proto.ended.called:
+            return None
+        try:
+            self.process.signalProcess("KILL")
+        except Exception:
+            return None
+        return self.proto.ended
+
+
+def http_client(testcase: Any) -> HTTPClient:
+    """A treq client with its own pool, closed when the test ends."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.cachedConnectionTimeout = 0.5
+    testcase.addCleanup(pool.closeCachedConnections)
+    return HTTPClient(Agent(reactor, pool=pool))
+
+
+__all__ = ["Daemon", "free_port", "http_client", "port_open", "treq"]
