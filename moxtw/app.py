@@ -9,35 +9,71 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from prometheus_client.twisted import MetricsResource
 from twisted.application import strports
 from twisted.application.service import IService
+from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from .accounts import Accounts
 from .config import Config
-from .service import OrderedMultiService
+from .passwords import PasswordVerifier
+from .ratelimit import failed_auth_limiter
+from .service import OrderedMultiService, ThreadPoolService
 from .store import Store, StoreService, sqlite_store
-from .web import Root
+from .web import Root, mount
+from .webapi.app import WebAPI
+from .webapi.http import CappedRequest
+from .webapi.methods import Methods
 
 
-def build_http_root(config: Config, store: Store, reactor: Any) -> Resource:
-    return Root()
+@attrs.define(eq=False)
+class Parts:
+    """The objects of a running daemon, for tests and for wiring between services."""
+
+    config: Config
+    store: Store
+    accounts: Accounts
+    webapi: WebAPI
+    site: Site
+
+
+def build_parts(config: Config, reactor: Any, *, store: Store | None = None) -> tuple[Parts, list[IService]]:
+    """Build every component; returns them and the non-listener services in start order."""
+    if store is None:
+        store = sqlite_store(config.data_dir, reactor)
+    accounts = Accounts.from_config(config)
+    crypto_pool = ThreadPool(minthreads=0, maxthreads=2, name="moxtw-crypto")
+    methods = Methods(config=config, accounts=accounts, store=store, clock=reactor)
+    webapi = WebAPI(
+        methods=methods,
+        accounts=accounts,
+        verifier=PasswordVerifier(crypto_pool, reactor),
+        auth_limiter=failed_auth_limiter(reactor),
+        clock=reactor,
+    )
+    root = Root()
+    mount(root, config.webapi.path, webapi.app.resource())
+    site = Site(root, requestFactory=CappedRequest)
+    site.displayTracebacks = False
+    site.max_request_size = config.webapi.max_request_size  # type: ignore[attr-defined]
+    services: list[IService] = [StoreService(store), ThreadPoolService(crypto_pool)]
+    return Parts(config, store, accounts, webapi, site), services
 
 
 def build_service(config: Config, reactor: Any, *, store: Store | None = None) -> IService:
     """The daemon: store first, workers in between, listeners last (so stopped first)."""
     top = OrderedMultiService()
     top.setName("moxtw")
-    if store is None:
-        store = sqlite_store(config.data_dir, reactor)
-    StoreService(store).setServiceParent(top)
+    parts, services = build_parts(config, reactor, store=store)
+    for svc in services:
+        svc.setServiceParent(top)
 
     listeners: list[tuple[str, tuple[str, ...], Any]] = []
     if config.listeners.http:
-        site = Site(build_http_root(config, store, reactor))
-        site.displayTracebacks = False
-        listeners.append(("http", config.listeners.http, site))
+        listeners.append(("http", config.listeners.http, parts.site))
     if config.listeners.metrics:
         metrics_root = Resource()
         metrics_root.putChild(b"metrics", MetricsResource())

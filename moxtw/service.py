@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 
 class OrderedMultiService(MultiService):
@@ -29,3 +30,19 @@ class OrderedMultiService(MultiService):
                 await maybeDeferred(child.stopService)
             except Exception:
                 self.log.failure("stopping {name}", name=child.name)
+
+
+class ThreadPoolService(Service):
+    """Starts and stops a dedicated ``ThreadPool`` (password hashing, DNS, DKIM work)."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+        self.name = f"threadpool-{pool.name}"
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.pool.start()
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        self.pool.stop()

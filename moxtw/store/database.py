@@ -9,6 +9,7 @@ effects outside the database.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import re
 import sqlite3
@@ -95,9 +96,11 @@ class Database:
             raise RuntimeError("database is not started")
         return self._pool
 
-    async def run(self, description: str, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function(cursor, *args)`` in a transaction of its own."""
+    async def run(self, description: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``function(cursor, *args, **kwargs)`` in a transaction of its own."""
         pool = self._require_pool()
+        if kwargs:
+            function = functools.partial(function, **kwargs)
         delay = 0.01
         for attempt in range(6):
             try:
@@ -115,8 +118,12 @@ class Database:
         self.engine.begin(cursor)
         return function(cursor, *args)
 
-    def run_batched(self, description: str, function: Callable[..., T], *args: Any) -> Deferred[T]:
-        """Run ``function(cursor, *args)`` in a transaction shared with other requests."""
+    def run_batched(
+        self, description: str, function: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> Deferred[T]:
+        """Run ``function(cursor, *args, **kwargs)`` in a transaction shared with others."""
+        if kwargs:
+            function = functools.partial(function, **kwargs)
         d: Deferred[T] = Deferred()
         self._pending.append(_Pending(description, function, args, d))
         if not self._committing:

@@ -33,7 +33,7 @@ CREATE TABLE queue_msg (
 );
 CREATE INDEX queue_msg_next_attempt ON queue_msg (hold, next_attempt);
 CREATE INDEX queue_msg_account ON queue_msg (account);
-CREATE INDEX queue_msg_from_id ON queue_msg (from_id) WHERE from_id != '';
+CREATE UNIQUE INDEX queue_msg_from_id ON queue_msg (from_id) WHERE from_id != '';
 
 -- One row per recipient submitted, for the daily message and first-time-recipient limits.
 CREATE TABLE outgoing (

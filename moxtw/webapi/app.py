@@ -1,0 +1,231 @@
+"""The webapi: mox's webapi v0 over Klein (spec §1).
+
+``POST <base>v0/<Method>`` with the JSON request in form field ``request`` (urlencoded or
+multipart), HTTP basic auth with a login address.  200 with JSON on success; 400 with
+``{"Code", "Message"}`` for every API error.  Unknown methods, wrong HTTP methods and
+oversized bodies also get a JSON error (moxtw's choice where mox answers plain text).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+import attrs
+from klein import Klein
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from ..accounts import Accounts, Login
+from ..metrics import webapi_duration, webapi_requests
+from ..passwords import PasswordVerifier
+from ..ratelimit import Limiter
+from . import types as t
+from .errors import WebAPIError
+from .gojson import GoJSONError, decode_request, encode, encode_response
+from .http import parse_form, set_security_headers, text_error
+from .methods import Methods
+
+METHODS = sorted(t.REQUEST_TYPES)
+#: Methods whose implementation needs the account message store (ESMTP issue); until it
+#: exists they answer a ``server`` error saying so.
+UNAVAILABLE = frozenset(
+    {
+        "MessageGet",
+        "MessageRawGet",
+        "MessagePartGet",
+        "MessageDelete",
+        "MessageFlagsAdd",
+        "MessageFlagsRemove",
+        "MessageMove",
+    }
+)
+
+UNAUTHORIZED = "401 - unauthorized - use http basic auth with email address as username"
+
+
+def _json_error(request: IRequest | Request, code: str, message: str, status: int = 400) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    return encode_response(t.Error(Code=code, Message=message))
+
+
+@attrs.define(eq=False)
+class WebAPI:
+    """The webapi resource; mount ``WebAPI(...).app.resource()`` at the base path."""
+
+    methods: Methods
+    accounts: Accounts
+    verifier: PasswordVerifier
+    auth_limiter: Limiter
+    clock: Any
+    #: Delay before answering a failed login (slows down password guessing).
+    bad_auth_delay: float = 1.0
+
+    app: ClassVar[Klein] = Klein()
+    log: ClassVar[Logger] = Logger()
+
+    # --- routing ---------------------------------------------------------------------
+
+    @app.route("/", branch=False)
+    def base(self, request: Request) -> bytes:
+        set_security_headers(request)
+        if request.method != b"GET":
+            return text_error(request, 405, "405 - method not allow")
+        request.setResponseCode(303)
+        request.setHeader(b"location", b"v0/")
+        return b""
+
+    @app.route("/v0/", branch=False)
+    def index(self, request: Request) -> bytes:
+        set_security_headers(request)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        items = "".join(f'<li><a href="{m}">{m}</a></li>' for m in METHODS)
+        return (
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Webapi - moxtw</title></head>"
+            "<body><h1>Webapi and webhooks</h1>"
+            "<p>moxtw implements mox's webapi v0: POST a JSON request in form field "
+            "<code>request</code> with HTTP basic auth. Documentation: "
+            '<a href="https://pkg.go.dev/github.com/mjl-/mox/webapi/">mox webapi</a>.</p>'
+            f"<ul>{items}</ul></body></html>"
+        ).encode()
+
+    @app.route("/v0/<string:method>", methods=["GET", "POST"])
+    async def call(self, request: Request, method: str) -> bytes:
+        set_security_headers(request)
+        if method not in t.REQUEST_TYPES:
+            webapi_requests.labels("(unknown)", "notfound").inc()
+            return _json_error(request, "protocol", f"unknown method {json.dumps(method)}", 404)
+        if request.method == b"GET":
+            return self._method_page(request, method)
+        start = time.monotonic()
+        result = "ok"
+        try:
+            return await self._call(request, method)
+        except WebAPIError as e:
+            result = e.code
+            return _json_error(request, e.code, e.message, e.status)
+        except _Answered as a:
+            result = a.result
+            return a.body
+        except Exception:
+            result = "server"
+            self.log.failure("webapi {method}", method=method)
+            return _json_error(request, "server", "unhandled error")
+        finally:
+            webapi_requests.labels(method, result).inc()
+            webapi_duration.labels(method).observe(time.monotonic() - start)
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: IRequest, failure: Failure) -> bytes:
+        set_security_headers(request)
+        return _json_error(request, "protocol", "no such path; the webapi is at v0/<Method>", 404)
+
+    @app.handle_errors(MethodNotAllowed)
+    def not_allowed(self, request: IRequest, failure: Failure) -> bytes:
+        set_security_headers(request)
+        return _json_error(request, "protocol", "method not allowed - use get or post", 405)
+
+    @app.handle_errors(Exception)
+    def unhandled(self, request: IRequest, failure: Failure) -> bytes:
+        self.log.failure("webapi request", failure=failure)
+        return _json_error(request, "server", "unhandled error")
+
+    # --- a call ----------------------------------------------------------------------
+
+    async def _call(self, request: Request, method: str) -> bytes:
+        login = await self._authenticate(request)
+        if getattr(request, "too_large", False):
+            limit = getattr(getattr(request.channel, "site", None), "max_request_size", 0)
+            raise WebAPIError("protocol", f"request body too large (limit {limit} bytes)")
+        form = parse_form(request)
+        values = form.fields.get("request", [])
+        if not values or not values[0]:
+            raise WebAPIError("protocol", "missing/empty request")
+        try:
+            req = decode_request(method, values[0])
+        except GoJSONError as e:
+            raise WebAPIError("protocol", f"parsing request: {e}") from None
+        if method in UNAVAILABLE:
+            raise WebAPIError("server", f"{method} is not available yet: moxtw has no account message store")
+        handler: Callable[..., Awaitable[Any]] = getattr(self.methods, method)
+        if method == "Send":
+            response = await handler(login, req, form.files)
+        else:
+            response = await handler(login, req)
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        return encode_response(response)
+
+    async def _authenticate(self, request: Request) -> Login:
+        header = request.getHeader(b"authorization")
+        if not header or not header.lower().startswith(b"basic "):
+            request.setHeader(b"www-authenticate", b"Basic realm=webapi")
+            raise _Answered("badauth", text_error(request, 401, UNAUTHORIZED))
+        username = request.getUser().decode("utf-8", "replace")
+        password = request.getPassword().decode("utf-8", "replace")
+        ip = request.getClientAddress().host
+        if not self.auth_limiter.can_add(ip):
+            raise _Answered("ratelimited", text_error(request, 429, "429 - too many auth attempts"))
+        login = self.accounts.login(username)
+        ok = False
+        if login is not None and login.account.password_hash:
+            ok = await self.verifier.verify(password, login.account.password_hash)
+        if not ok or login is None:
+            self.auth_limiter.add(ip)
+            await deferLater(self.clock, self.bad_auth_delay, lambda: None)
+            request.setHeader(b"www-authenticate", b"Basic realm=webapi")
+            raise _Answered("badauth", text_error(request, 401, UNAUTHORIZED))
+        if login.account.login_disabled:
+            self.auth_limiter.add(ip)
+            raise _Answered(
+                "badauth", text_error(request, 401, "401 - unauthorized - login is disabled for this account")
+            )
+        self.auth_limiter.reset(ip)
+        return login
+
+    # --- pages -----------------------------------------------------------------------
+
+    def _method_page(self, request: Request, method: str) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        example = _example(t.REQUEST_TYPES[method])
+        response_type = t.RESPONSE_TYPES[method]
+        if response_type is None:
+            response_html = "<p>Method has a non-JSON response.</p>"
+        else:
+            response_html = (
+                "<h2>Example response</h2><textarea readonly rows=\"12\" cols=\"80\">"
+                + html.escape(_example(response_type))
+                + "</textarea>"
+            )
+        return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Method {method} - WebAPI - moxtw</title></head>
+<body>
+<h1>Method {method}</h1>
+<p><a href="./">all methods</a></p>
+<form id="call" method="post" action="{method}" enctype="multipart/form-data">
+<label for="request">Request (JSON)</label><br>
+<textarea id="request" name="request" rows="16" cols="80">{html.escape(example)}</textarea><br>
+<button type="reset">Reset</button> <button type="submit">Call</button>
+</form>
+{response_html}
+</body></html>""".encode()
+
+
+def _example(cls: type) -> str:
+    return json.dumps(json.loads(encode(cls(), html_escape=False, fill_nil=True)), indent="\t", ensure_ascii=False)
+
+
+class _Answered(Exception):
+    """Raised with a finished (non-JSON, mox-compatible) answer, such as 401 or 429."""
+
+    def __init__(self, result: str, body: bytes) -> None:
+        super().__init__(result)
+        self.result = result
+        self.body = body
