@@ -23,7 +23,7 @@ from .passwords import PasswordVerifier
 from .ratelimit import failed_auth_limiter
 from .service import OrderedMultiService, ThreadPoolService
 from .store import Store, StoreService, sqlite_store
-from .web import Root, mount
+from .web import QuietSite, Root, mount
 from .webapi.app import WebAPI
 from .webapi.http import CappedRequest
 from .webapi.methods import Methods
@@ -56,7 +56,7 @@ def build_parts(config: Config, reactor: Any, *, store: Store | None = None) -> 
     )
     root = Root()
     mount(root, config.webapi.path, webapi.app.resource())
-    site = Site(root, requestFactory=CappedRequest)
+    site = QuietSite(root, requestFactory=CappedRequest)
     site.displayTracebacks = False
     site.max_request_size = config.webapi.max_request_size  # type: ignore[attr-defined]
     services: list[IService] = [StoreService(store), ThreadPoolService(crypto_pool)]
@@ -77,7 +77,7 @@ def build_service(config: Config, reactor: Any, *, store: Store | None = None) -
     if config.listeners.metrics:
         metrics_root = Resource()
         metrics_root.putChild(b"metrics", MetricsResource())
-        listeners.append(("metrics", config.listeners.metrics, Site(metrics_root)))
+        listeners.append(("metrics", config.listeners.metrics, QuietSite(metrics_root)))
 
     for name, endpoints, factory in listeners:
         for i, description in enumerate(endpoints):

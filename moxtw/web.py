@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, Site
 
 from . import __version__
 
@@ -34,3 +35,14 @@ def mount(root: Resource, path: str, child: Resource) -> None:
             node.putChild(part, nxt)
         node = nxt
     node.putChild(parts[-1], child)
+
+
+class QuietSite(Site):
+    """A ``Site`` without per-request access log lines (metrics count requests instead).
+
+    At hundreds of webapi calls per second, formatting and writing an access log line per
+    request costs a noticeable share of the reactor thread.
+    """
+
+    def log(self, request: http.Request) -> None:
+        pass

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from twisted.application.service import Service
@@ -14,6 +16,8 @@ from twisted.python.threadpool import ThreadPool
 from .blobs import BlobStore, FileBlobStore
 from .database import Database, migrate_sqlite
 from .engines import SqliteEngine
+
+T = TypeVar("T")
 
 __all__ = ["BlobStore", "Database", "FileBlobStore", "Store", "StoreService", "sqlite_store"]
 
@@ -37,6 +41,9 @@ class Store:
     def db_path(self) -> Path:
         return self.data_dir / "moxtw.sqlite3"
 
+    def __attrs_post_init__(self) -> None:
+        self.db.before_commit.append(self.blobs.sync)
+
     def open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         old, new = migrate_sqlite(str(self.db_path))
@@ -50,6 +57,23 @@ class Store:
         self.threadpool.start()
         self.blobs.open()
         self.db.start()
+
+    def run_with_blob(
+        self, description: str, data: bytes, function: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> Deferred[T]:
+        """Store ``data`` as a blob and run ``function(cursor, key, *args, **kwargs)``.
+
+        Both are part of one group commit: the blob is durable before the rows commit, and
+        removed again if they do not.
+        """
+        return self.db.run_batched(
+            description,
+            function,
+            *args,
+            prepare=functools.partial(self.blobs.write, data),
+            undo=self.blobs.discard,
+            **kwargs,
+        )
 
     async def close(self) -> None:
         await self.db.stop()

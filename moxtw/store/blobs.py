@@ -1,16 +1,19 @@
 """Message contents: a small blob interface and its embedded default, files on disk.
 
-A blob is written (and, for files, fsynced together with its directory entry) before the
-row that refers to it commits; a blob that no committed row refers to (a crash between the
-two) is garbage that cleanup may remove.  A shared implementation (PostgreSQL large
-objects, object storage) can replace :class:`FileBlobStore` when several daemons share one
-database.
+A blob is written durably before the row that refers to it commits: the database's group
+commit calls :meth:`BlobStore.write` for each request of a batch (in the database thread)
+and :meth:`BlobStore.sync` once before the batch commits, so a batch of N Sends costs N
+file fsyncs, one directory fsync and one database commit.  A blob whose row did not
+commit is discarded; one left behind by a crash between the two is garbage for cleanup.
+A shared implementation (PostgreSQL large objects, object storage) can replace
+:class:`FileBlobStore` when several daemons share one database.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,8 +23,14 @@ from twisted.python.threadpool import ThreadPool
 
 
 class BlobStore(Protocol):
-    async def put(self, data: bytes) -> str:
-        """Store ``data`` durably; return its key."""
+    def write(self, data: bytes) -> str:
+        """Store ``data``, return its key (database thread, before the row commits)."""
+
+    def sync(self) -> None:
+        """Make everything written so far durable (database thread, before COMMIT)."""
+
+    def discard(self, key: str) -> None:
+        """Remove a blob whose row did not commit."""
 
     async def get(self, key: str) -> bytes:
         """The contents stored under ``key`` (``KeyError`` if there is none)."""
@@ -41,17 +50,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 @attrs.define(eq=False)
 class FileBlobStore:
-    """Blobs as files ``<root>/<2 hex>/<32 hex>``, written in a dedicated thread pool.
+    """Blobs as files ``<root>/<2 hex>/<32 hex key>``; the key's first 2 hex name the shard.
 
-    ``put`` writes the file with ``O_EXCL``, fsyncs it, and fsyncs the directory that holds
-    it, all in one thread hop; with several threads concurrent Sends overlap their fsyncs.
+    Writes between two :meth:`sync` calls go to one shard directory, so a batch needs one
+    directory fsync; each sync moves on to a new random shard.  Reads and deletes run in
+    ``threadpool``.
     """
 
     root: Path
     reactor: Any
     threadpool: ThreadPool
+    _lock: threading.Lock = attrs.Factory(threading.Lock)
+    _shard: str = attrs.Factory(lambda: secrets.token_hex(1))
+    _dirty: set[Path] = attrs.Factory(set)
 
     def open(self) -> None:
         new = not self.root.exists()
@@ -60,12 +76,14 @@ class FileBlobStore:
             _fsync_dir(self.root.parent)
 
     def path(self, key: str) -> Path:
-        if len(key) != 32 or not all(c in "0123456789abcdef" for c in key):
+        if len(key) != 32 or not _HEX.issuperset(key):
             raise KeyError(key)
         return self.root / key[:2] / key
 
-    def _put(self, data: bytes) -> str:
-        key = secrets.token_hex(16)
+    def write(self, data: bytes) -> str:
+        with self._lock:
+            shard = self._shard
+        key = shard + secrets.token_hex(15)
         path = self.path(key)
         directory = path.parent
         if not directory.exists():
@@ -75,17 +93,26 @@ class FileBlobStore:
         try:
             view = memoryview(data)
             while view:
-                written = os.write(fd, view)
-                view = view[written:]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(directory)
+        with self._lock:
+            self._dirty.add(directory)
         return key
 
-    async def put(self, data: bytes) -> str:
-        key: str = await deferToThreadPool(self.reactor, self.threadpool, self._put, data)
-        return key
+    def sync(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            self._shard = secrets.token_hex(1)
+        for directory in dirty:
+            _fsync_dir(directory)
+
+    def discard(self, key: str) -> None:
+        try:
+            self.path(key).unlink()
+        except (FileNotFoundError, KeyError):
+            pass
 
     def _get(self, key: str) -> bytes:
         try:
@@ -99,16 +126,13 @@ class FileBlobStore:
 
     def _delete(self, keys: list[str]) -> None:
         for key in keys:
-            try:
-                self.path(key).unlink()
-            except (FileNotFoundError, KeyError):
-                pass
+            self.discard(key)
 
     async def delete(self, keys: list[str]) -> None:
         await deferToThreadPool(self.reactor, self.threadpool, self._delete, keys)
 
     def _keys(self) -> list[str]:
-        return [p.name for d in self.root.iterdir() if d.is_dir() for p in d.iterdir()]
+        return [p.name for d in self.root.iterdir() if d.is_dir() for p in d.iterdir() if not p.name.startswith(".")]
 
     async def keys(self) -> list[str]:
         result: list[str] = await deferToThreadPool(self.reactor, self.threadpool, self._keys)

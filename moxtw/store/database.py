@@ -34,12 +34,24 @@ TxnFunction = Callable[..., T]
 _MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
+_UNSET: Any = object()
+
+
 @attrs.define(eq=False)
 class _Pending:
     description: str
     function: Callable[..., Any]
     args: tuple[Any, ...]
     deferred: Deferred[Any]
+    prepare: Callable[[], Any] | None = None
+    undo: Callable[[Any], None] | None = None
+    prepared: Any = _UNSET
+
+    def discard(self) -> None:
+        """Undo the prepared side effect (the row that needed it did not commit)."""
+        if self.undo is not None and self.prepared is not _UNSET:
+            self.undo(self.prepared)
+            self.prepared = _UNSET
 
 
 @attrs.define(eq=False)
@@ -61,6 +73,9 @@ class Database:
     #: Number of batches and requests committed, for metrics and tests.
     batches: int = 0
     batched_requests: int = 0
+    #: Called in the database thread once per batch, right before it commits (the blob
+    #: store fsyncs the directories of files written by the batch's ``prepare`` steps).
+    before_commit: list[Callable[[], None]] = attrs.Factory(list)
 
     log = Logger()
 
@@ -119,13 +134,25 @@ class Database:
         return function(cursor, *args)
 
     def run_batched(
-        self, description: str, function: Callable[..., T], *args: Any, **kwargs: Any
+        self,
+        description: str,
+        function: Callable[..., T],
+        *args: Any,
+        prepare: Callable[[], Any] | None = None,
+        undo: Callable[[Any], None] | None = None,
+        **kwargs: Any,
     ) -> Deferred[T]:
-        """Run ``function(cursor, *args, **kwargs)`` in a transaction shared with others."""
+        """Run ``function(cursor, *args, **kwargs)`` in a transaction shared with others.
+
+        With ``prepare``, ``prepare()`` runs first, once, in the database thread, and its
+        result is passed as the first argument after the cursor: a durable side effect
+        (writing a message file) that the row refers to.  If the row does not commit,
+        ``undo(result)`` is called.
+        """
         if kwargs:
             function = functools.partial(function, **kwargs)
         d: Deferred[T] = Deferred()
-        self._pending.append(_Pending(description, function, args, d))
+        self._pending.append(_Pending(description, function, args, d, prepare, undo))
         if not self._committing:
             self._next_batch()
         return d
@@ -142,13 +169,25 @@ class Database:
     def _run_batch(self, cursor: Cursor, batch: list[_Pending]) -> list[Any]:
         results: list[Any] = []
         for item in batch:
+            args = item.args
+            if item.prepare is not None:
+                try:
+                    if item.prepared is _UNSET:
+                        item.prepared = item.prepare()
+                except Exception:
+                    results.append(Failure())
+                    continue
+                args = (item.prepared, *args)
             cursor.execute("SAVEPOINT request")
             try:
-                results.append(item.function(cursor, *item.args))
+                results.append(item.function(cursor, *args))
             except Exception:
                 cursor.execute("ROLLBACK TO SAVEPOINT request")
                 results.append(Failure())
+                item.discard()
             cursor.execute("RELEASE SAVEPOINT request")
+        for hook in self.before_commit:
+            hook()
         return results
 
     def _batch_done(self, results: list[Any] | Failure, batch: list[_Pending]) -> None:
@@ -157,6 +196,7 @@ class Database:
         self.batched_requests += len(batch)
         if isinstance(results, Failure):
             for item in batch:
+                item.discard()
                 item.deferred.errback(results)
         else:
             for item, result in zip(batch, results, strict=True):

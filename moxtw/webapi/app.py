@@ -53,8 +53,13 @@ UNAUTHORIZED = "401 - unauthorized - use http basic auth with email address as u
 
 def _json_error(request: IRequest | Request, code: str, message: str, status: int = 400) -> bytes:
     request.setResponseCode(status)
+    return _json(request, encode_response(t.Error(Code=code, Message=message)))
+
+
+def _json(request: IRequest | Request, body: bytes) -> bytes:
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    return encode_response(t.Error(Code=code, Message=message))
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
 
 
 @attrs.define(eq=False)
@@ -160,8 +165,7 @@ class WebAPI:
             response = await handler(login, req, form.files)
         else:
             response = await handler(login, req)
-        request.setHeader(b"content-type", b"application/json; charset=utf-8")
-        return encode_response(response)
+        return _json(request, encode_response(response))
 
     async def _authenticate(self, request: Request) -> Login:
         header = request.getHeader(b"authorization")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
-from email.message import Message
-from email.parser import BytesParser
+from email.parser import HeaderParser
 from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qs
@@ -16,7 +14,6 @@ from twisted.web.server import Request
 from .errors import WebAPIError
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
-_MULTIPART_HIDDEN = b"application/x-moxtw-multipart"
 
 
 class CappedRequest(Request):
@@ -24,12 +21,12 @@ class CappedRequest(Request):
 
     Twisted reads the whole body before rendering; past the cap, further chunks are
     discarded and :attr:`too_large` is set, so the handler answers with a JSON error and
-    memory and disk stay bounded.  Multipart bodies are left unparsed by Twisted (we parse
-    them ourselves, keeping each part's headers).
+    memory and disk stay bounded.  Bodies are left unparsed by Twisted: :func:`parse_form`
+    parses them (keeping each multipart part's headers).
     """
 
     too_large = False
-    multipart_content_type: bytes | None = None
+    original_content_type: bytes | None = None
     _received = 0
 
     def _limit(self) -> int:
@@ -54,14 +51,21 @@ class CappedRequest(Request):
         super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # We parse POST bodies ourselves (parse_form); keep Twisted from parsing them too
+        # (its Content-Type parsing through the email package is slow, and it answers a
+        # malformed multipart body with its own non-JSON 400).
         ctype = self.requestHeaders.getRawHeaders(b"content-type")
-        if ctype and ctype[0].lower().lstrip().startswith(b"multipart/form-data"):
-            self.multipart_content_type = ctype[0]
-            self.requestHeaders.setRawHeaders(b"content-type", [_MULTIPART_HIDDEN])
+        if ctype is not None:
+            self.original_content_type = ctype[0]
+            self.requestHeaders.removeHeader(b"content-type")
         if self.too_large and self.content is not None:
             self.content.seek(0)
             self.content.truncate()
-        super().requestReceived(command, path, version)
+        try:
+            super().requestReceived(command, path, version)
+        finally:
+            if ctype is not None:
+                self.requestHeaders.setRawHeaders(b"content-type", ctype)
 
 
 @attrs.frozen
@@ -79,10 +83,10 @@ class Form:
     files: list[UploadedFile]
 
 
-def content_type(request: Any) -> str:
-    if getattr(request, "multipart_content_type", None):
-        raw: bytes = request.multipart_content_type
-    else:
+def content_type(request: Any) -> tuple[str, bytes]:
+    """The media type (lower-case) and the raw Content-Type header of a request."""
+    raw: bytes | None = getattr(request, "original_content_type", None)
+    if raw is None:
         values = request.requestHeaders.getRawHeaders(b"content-type")
         if not values:
             raise WebAPIError("protocol", "unknown content-type ")
@@ -91,16 +95,16 @@ def content_type(request: Any) -> str:
     media = text.split(";", 1)[0].strip().lower()
     if "/" not in media or not all(media.split("/")):
         raise WebAPIError("protocol", f"unknown content-type {text}")
-    return media
+    return media, raw
 
 
 def parse_form(request: Any) -> Form:
     """The POST body's form fields (and uploaded files, for multipart)."""
-    media = content_type(request)
+    media, raw = content_type(request)
     request.content.seek(0)
     body: bytes = request.content.read()
     if media == "multipart/form-data":
-        return _parse_multipart(request.multipart_content_type, body)
+        return _parse_multipart(raw, body)
     if media != "application/x-www-form-urlencoded":
         return Form({}, [])
     try:
@@ -111,37 +115,43 @@ def parse_form(request: Any) -> Form:
 
 
 def _parse_multipart(ctype: bytes, body: bytes) -> Form:
-    if b"boundary=" not in ctype.lower():
+    """Parse ``multipart/form-data`` keeping every part's bytes and headers exactly."""
+    header = HeaderParser(policy=HTTP).parsestr("Content-Type: " + ctype.decode("latin-1") + "\r\n\r\n")
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
         raise WebAPIError("protocol", "parsing form: no multipart boundary param in Content-Type")
-    head = b"Content-Type: " + ctype + b"\r\nMIME-Version: 1.0\r\n\r\n"
-    msg = BytesParser(policy=HTTP).parse(io.BytesIO(head + body))
-    if not msg.is_multipart():
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    chunks = (b"\r\n" + body).split(delimiter)
+    if len(chunks) < 2 or not chunks[-1].startswith(b"--"):
         raise WebAPIError("protocol", "parsing form: multipart: NextPart: EOF")
     fields: dict[str, list[str]] = {}
     files: list[UploadedFile] = []
-    for part in msg.iter_parts():
-        assert isinstance(part, Message)
-        disposition = part.get("content-disposition", "")
-        if not str(disposition).lower().startswith("form-data"):
+    for chunk in chunks[1:-1]:
+        head_end = chunk.find(b"\r\n\r\n")
+        if head_end < 0:
+            raise WebAPIError("protocol", "parsing form: multipart: malformed MIME header")
+        # After the delimiter: optional padding, CRLF, headers, CRLF CRLF, content.
+        line_end = chunk.find(b"\r\n")
+        headers = HeaderParser(policy=HTTP).parsestr(chunk[line_end + 2 : head_end + 4].decode("utf-8", "replace"))
+        content = chunk[head_end + 4 :]
+        if headers.get_content_disposition() != "form-data":
             continue
-        name = part.get_param("name", header="content-disposition")
-        filename = part.get_filename()
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
+        name = headers.get_param("name", header="content-disposition")
         if not isinstance(name, str):
             continue
+        filename = headers.get_filename()
         if filename is None:
-            charset = part.get_content_charset() or "utf-8"
-            fields.setdefault(name, []).append(data.decode(charset, "replace"))
+            charset = headers.get_content_charset() or "utf-8"
+            fields.setdefault(name, []).append(content.decode(charset, "replace"))
             continue
-        ctype_header = part.get("content-type")
+        ctype_header = headers.get("content-type")
         files.append(
             UploadedFile(
                 field=name,
                 filename=filename.replace("\\", "/").rsplit("/", 1)[-1],
                 content_type=str(ctype_header) if ctype_header else None,
-                content_id=str(part.get("content-id", "") or ""),
-                data=data,
+                content_id=str(headers.get("content-id", "") or ""),
+                data=content,
             )
         )
     return Form(fields, files)

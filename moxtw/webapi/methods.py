@@ -220,17 +220,16 @@ class Methods:
     async def _queue(
         self, data: bytes, messages: list[NewMessage], now: float, next_attempt: float, account: Any
     ) -> list[int]:
-        blob = await self.store.blobs.put(data)
         limits = SendLimits(
             account=account.name,
             max_messages=account.max_outgoing_messages_per_day,
             max_first_time_recipients=account.max_first_time_recipients_per_day,
         )
         try:
-            ids: list[int] = await self.store.db.run_batched(
+            ids: list[int] = await self.store.run_with_blob(
                 "queue messages",
+                data,
                 insert_messages,
-                blob,
                 messages,
                 now=now,
                 next_attempt=next_attempt,
@@ -238,10 +237,8 @@ class Methods:
                 limits=limits,
             )
         except LimitReached as e:
-            await self.store.blobs.delete([blob])
             raise WebAPIError(e.code, e.message) from None
         except Exception:
-            await self.store.blobs.delete([blob])
             self.log.failure("queueing message")
             raise WebAPIError("server", "error queueing message") from None
         return ids

@@ -46,8 +46,10 @@ class StoreContractMixin:
         directory = Path(self.mktemp())  # type: ignore[attr-defined]
         store = self.make_store(directory)
         store.open()
-        key = await store.blobs.put(b"Subject: hi\r\n\r\nbody\r\n")
-        row_id = await store.db.run_batched("insert", insert_suppression, "mox", key)
+        def insert(cursor, key):
+            return key, insert_suppression(cursor, "mox", key)
+
+        key, row_id = await store.run_with_blob("insert", b"Subject: hi\r\n\r\nbody\r\n", insert)
         await store.close()
 
         again = self.open_store(directory)
@@ -88,9 +90,41 @@ class StoreContractMixin:
             await bad
         self.assertEqual(await store.db.run("count", count, "suppression"), 3)  # type: ignore[attr-defined]
 
+    async def test_blob_of_failed_row_is_removed(self) -> None:
+        store = self.open_store(Path(self.mktemp()))  # type: ignore[attr-defined]
+        await store.db.run("insert", insert_suppression, "mox", "dup@x")
+
+        def insert(cursor, key, address):
+            insert_suppression(cursor, "mox", address)
+            return key
+
+        good = store.run_with_blob("insert", b"good", insert, "new@x")
+        bad = store.run_with_blob("insert", b"bad", insert, "dup@x")
+        key = await good
+        with self.assertRaises(sqlite3.IntegrityError):  # type: ignore[attr-defined]
+            await bad
+        self.assertEqual(await store.blobs.keys(), [key])  # type: ignore[attr-defined]
+
+    async def test_blobs_share_directory_syncs(self) -> None:
+        store = self.open_store(Path(self.mktemp()))  # type: ignore[attr-defined]
+
+        def noop(cursor, key):
+            return key
+
+        keys = await defer.gatherResults([store.run_with_blob("w", b"%d" % i, noop) for i in range(50)])
+        self.assertEqual(len(set(keys)), 50)  # type: ignore[attr-defined]
+        # One shard directory per batch.
+        self.assertLessEqual(len({k[:2] for k in keys}), store.db.batches)  # type: ignore[attr-defined]
+        for i, key in enumerate(keys):
+            self.assertEqual(await store.blobs.get(key), b"%d" % i)  # type: ignore[attr-defined]
+
     async def test_blob_missing_and_delete(self) -> None:
         store = self.open_store(Path(self.mktemp()))  # type: ignore[attr-defined]
-        key = await store.blobs.put(b"x")
+
+        def noop(cursor, key):
+            return key
+
+        key = await store.run_with_blob("w", b"x", noop)
         self.assertEqual(await store.blobs.keys(), [key])  # type: ignore[attr-defined]
         await store.blobs.delete([key, "0" * 32])
         with self.assertRaises(KeyError):  # type: ignore[attr-defined]
