@@ -27,6 +27,7 @@ from .web import QuietSite, Root, mount
 from .webapi.app import WebAPI
 from .webapi.http import CappedRequest
 from .webapi.methods import Methods
+from .workers import HTTPWorkers, ReusePortListener
 
 
 @attrs.define(eq=False)
@@ -79,9 +80,19 @@ def build_service(config: Config, reactor: Any, *, store: Store | None = None) -
         metrics_root.putChild(b"metrics", MetricsResource())
         listeners.append(("metrics", config.listeners.metrics, QuietSite(metrics_root)))
 
+    use_workers = bool(config.webapi.workers and config.source is not None)
+    shared: list[ReusePortListener] = []
     for name, endpoints, factory in listeners:
         for i, description in enumerate(endpoints):
-            svc = strports.service(description, factory, reactor=reactor)
-            svc.setName(f"{name}-{i}")
-            svc.setServiceParent(top)
+            listener: IService
+            if name == "http" and use_workers:
+                shared_listener = ReusePortListener(description, factory, reactor)
+                shared.append(shared_listener)
+                listener = shared_listener
+            else:
+                listener = strports.service(description, factory, reactor=reactor)
+            listener.setName(f"{name}-{i}")
+            listener.setServiceParent(top)
+    if shared:
+        HTTPWorkers(str(config.source), shared, config.webapi.workers, reactor).setServiceParent(top)
     return top

@@ -149,6 +149,8 @@ class QueueConfig:
 class WebAPIConfig:
     path: str = "/webapi/"
     max_request_size: int = 10 * MIB
+    #: Extra processes serving the webapi on the same sockets (0: the main process only).
+    workers: int = 0
 
 
 @attrs.frozen
@@ -337,6 +339,13 @@ def _int(v: object) -> int:
 def _positive_int(v: object) -> int:
     n = _int(v)
     if n <= 0:
+        raise ValueError("")
+    return n
+
+
+def _non_negative_int(v: object) -> int:
+    n = _int(v)
+    if n < 0:
         raise ValueError("")
     return n
 
@@ -581,12 +590,13 @@ def _queue(c: _Checker, doc: Mapping[str, Any]) -> QueueConfig:
 
 def _webapi(c: _Checker, doc: Mapping[str, Any]) -> WebAPIConfig:
     with c.at("webapi"):
-        c.table(doc, {"path", "max_request_size"})
+        c.table(doc, {"path", "max_request_size", "workers"})
         path = c.get(doc, "path", 'a URL path such as "/webapi/"', _str, "/webapi/")
         if not (path.startswith("/") and path.endswith("/")):
             c.problem(f"expected a URL path starting and ending with /, got {_show(path)}", "path")
         size = c.get(doc, "max_request_size", 'a size such as "10MiB"', parse_size, 10 * MIB)
-    return WebAPIConfig(path=path, max_request_size=size)
+        workers = c.get(doc, "workers", "a number of processes (0 or more)", _non_negative_int, 0)
+    return WebAPIConfig(path=path, max_request_size=size, workers=workers)
 
 
 def _domain(c: _Checker, name: str, doc: Mapping[str, Any], base_dir: Path) -> DomainConfig | None:

@@ -95,6 +95,7 @@ key_file = "tls/localhost.key"
 [webapi]
 path = "/webapi/"                 # the webapi lives below this path
 max_request_size = "10MiB"        # larger request bodies are refused before parsing
+workers = 1                       # extra processes serving the webapi on the same port
 
 [queue]
 port = 25                         # port dialled on MX hosts (unused: localserve delivers to itself)

@@ -114,10 +114,25 @@ class OptionsTests(TestCase):
 
 
 class ServiceTreeTests(TestCase):
-    def config(self):
+    def config(self, workers: int = 0):
         directory = Path(self.mktemp()).absolute()
         path, _ = localserve.ensure_config(directory)
+        path.write_text(path.read_text().replace("workers = 1", f"workers = {workers}"))
         return load_config(path)
+
+    def test_workers_share_http_listeners(self) -> None:
+        """With webapi workers the HTTP listeners use SO_REUSEPORT and workers start last."""
+        from moxtw.workers import HTTPWorkers, ReusePortListener
+
+        config = self.config(workers=2)
+        service = build_service(config, MemoryReactorClock())
+        children = list(service)
+        http = [c for c in children if c.name.startswith("http-")]
+        self.assertTrue(http)
+        self.assertTrue(all(isinstance(c, ReusePortListener) for c in http))
+        self.assertIsInstance(children[-1], HTTPWorkers)
+        self.assertEqual(children[-1].count, 2)
+        self.assertEqual(children[-1].listeners, http)
 
     def test_tree_and_listeners(self) -> None:
         config = self.config()
@@ -128,8 +143,8 @@ class ServiceTreeTests(TestCase):
         http = [n for n in names if n.startswith("http-")]
         self.assertTrue(http)
         # Listeners come after every non-listener service.
-        first_listener = min(i for i, n in enumerate(names) if "-" in n)
-        self.assertTrue(all("-" in n for n in names[first_listener:]))
+        first_listener = min(i for i, n in enumerate(names) if n.startswith(("http-", "metrics-")))
+        self.assertTrue(all(n.startswith(("http-", "metrics-")) for n in names[first_listener:]))
 
         service.privilegedStartService()
         service.startService()

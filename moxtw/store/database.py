@@ -73,8 +73,8 @@ class Database:
     #: Number of batches and requests committed, for metrics and tests.
     batches: int = 0
     batched_requests: int = 0
-    #: Called in the database thread once per batch, right before it commits (the blob
-    #: store fsyncs the directories of files written by the batch's ``prepare`` steps).
+    #: Called in the database thread once per batch after its ``prepare`` steps and before
+    #: its transaction begins (the blob store fsyncs the directories of files written).
     before_commit: list[Callable[[], None]] = attrs.Factory(list)
 
     log = Logger()
@@ -130,8 +130,22 @@ class Database:
         raise AssertionError("unreachable")
 
     def _transaction(self, cursor: Cursor, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if function == self._run_batch:
+            # Durable side effects first, outside the write lock: writing and fsyncing
+            # message files must not keep other processes' commits waiting.
+            self._prepare_batch(args[0])
         self.engine.begin(cursor)
         return function(cursor, *args)
+
+    def _prepare_batch(self, batch: list[_Pending]) -> None:
+        for item in batch:
+            if item.prepare is not None and item.prepared is _UNSET:
+                try:
+                    item.prepared = item.prepare()
+                except Exception:
+                    item.prepared = Failure()
+        for hook in self.before_commit:
+            hook()
 
     def run_batched(
         self,
@@ -171,11 +185,9 @@ class Database:
         for item in batch:
             args = item.args
             if item.prepare is not None:
-                try:
-                    if item.prepared is _UNSET:
-                        item.prepared = item.prepare()
-                except Exception:
-                    results.append(Failure())
+                if isinstance(item.prepared, Failure):
+                    results.append(item.prepared)
+                    item.prepared = _UNSET
                     continue
                 args = (item.prepared, *args)
             cursor.execute("SAVEPOINT request")
@@ -186,8 +198,6 @@ class Database:
                 results.append(Failure())
                 item.discard()
             cursor.execute("RELEASE SAVEPOINT request")
-        for hook in self.before_commit:
-            hook()
         return results
 
     def _batch_done(self, results: list[Any] | Failure, batch: list[_Pending]) -> None:

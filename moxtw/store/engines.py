@@ -8,6 +8,7 @@ retrying.  This is synapse's ``storage/engines`` split, kept small.
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any, Protocol
 
 
@@ -48,6 +49,9 @@ class SqliteEngine:
     def __init__(self, path: str) -> None:
         self.path = path
 
+    #: How long :meth:`begin` waits for another process's write transaction.
+    lock_timeout = 10.0
+
     def connect_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (self.path,), {"check_same_thread": False, "isolation_level": None, "timeout": 10.0}
 
@@ -55,10 +59,29 @@ class SqliteEngine:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
 
     def begin(self, cursor: Any) -> None:
-        cursor.execute("BEGIN IMMEDIATE")
+        """``BEGIN IMMEDIATE``, waiting for other processes' writers with short sleeps.
+
+        SQLite's own busy handler sleeps in steps of up to 100 ms, which made p99 latency
+        jump when webapi workers share the database; this polls every 0.1 to 2 ms instead.
+        Only the begin waits: once we hold the write lock, WAL mode lets the rest run.
+        """
+        cursor.execute("PRAGMA busy_timeout=0")
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.0001
+        try:
+            while True:
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.002)
+        finally:
+            cursor.execute("PRAGMA busy_timeout=10000")
 
     def sql(self, statement: str) -> str:
         return statement

@@ -247,6 +247,9 @@ class Methods:
 
     async def SuppressionList(self, login: Login, req: t.SuppressionListRequest) -> t.SuppressionListResult:
         rows = await self.store.db.run("list suppressions", list_suppressions, login.account.name)
+        # mox lists an account's suppressions in the order of its (Account, BaseAddress)
+        # index, i.e. by base address (bytewise), not by ID (golden special_mailfrom_permerror).
+        rows = sorted(rows, key=lambda r: r.base_address.encode("utf-8"))
         return t.SuppressionListResult(
             Suppressions=[
                 t.Suppression(
