@@ -19,8 +19,8 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import protocol
-from twisted.internet.error import CannotListenError
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 from pathlib import Path
 
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
@@ -15,7 +17,6 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from moxtw.localserve import ensure_config
 from tests.helpers import Daemon, free_port, port_open
-from treq.client import HTTPClient
 
 
 def worker_pids(config: Path) -> list[int]:
@@ -44,7 +45,7 @@ class WorkerTests(TestCase):
         for i in range(n):
             response = await client.post(
                 f"http://127.0.0.1:{port}/webapi/v0/Send",
-                data={"request": '{"To": [{"Address": "a@localhost"}], "Text": "%d"}' % i},
+                data={"request": json.dumps({"To": [{"Address": "a@localhost"}], "Text": str(i)})},
                 auth=("mox@localhost", "moxmoxmox"),
             )
             body = await response.content()
