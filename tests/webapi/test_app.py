@@ -444,3 +444,22 @@ class SuppressionTests(Base):
         (s,) = (await f.call("SuppressionList", {})).json["Suppressions"]
         self.assertEqual(s["BaseAddress"], "remotelast@\u263a.localhost")
         self.assertEqual((await f.call("SuppressionPresent", {"EmailAddress": "remote.LAST+more@\u263a.LocalHost"})).json, {"Present": True})
+
+
+class MetricsTests(Base):
+    async def test_calls_counted(self) -> None:
+        from prometheus_client import REGISTRY
+
+        def value(method: str, result: str) -> float:
+            return REGISTRY.get_sample_value("moxtw_webapi_requests_total", {"method": method, "result": result}) or 0.0
+
+        f = await self.fixture()
+        ok, missing, badauth = value("Send", "ok"), value("Send", "missingBody"), value("Send", "badauth")
+        durations = REGISTRY.get_sample_value("moxtw_webapi_duration_seconds_count", {"method": "Send"}) or 0.0
+        await f.call("Send", MINIMAL)
+        await f.call("Send", {"To": [{"Address": "mox@localhost"}]})
+        await f.call("Send", MINIMAL, auth=None)
+        self.assertEqual(value("Send", "ok"), ok + 1)
+        self.assertEqual(value("Send", "missingBody"), missing + 1)
+        self.assertEqual(value("Send", "badauth"), badauth + 1)
+        self.assertEqual(REGISTRY.get_sample_value("moxtw_webapi_duration_seconds_count", {"method": "Send"}), durations + 3)
