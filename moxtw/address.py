@@ -15,6 +15,7 @@ Error texts match mox's, so they can be sent to webapi clients unchanged: for
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import unicodedata
 from collections.abc import Sequence
@@ -388,8 +389,12 @@ class Address:
         return f"{self.packed_localpart}@{self.domain}"
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_address(s: str) -> Address:
     """Parse an email address like mox's smtp.ParseAddress.
+
+    Results are cached (addresses are immutable and the same ones recur: logins,
+    senders, frequent recipients); errors are not.
 
     Raises AddressError, whose str() is the complete mox error message
     (``parsing address "<s>": invalid email address: ...``).

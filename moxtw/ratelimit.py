@@ -27,6 +27,7 @@ A limiter is not thread-safe: use it from the reactor thread only.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections.abc import Iterable
@@ -72,7 +73,18 @@ _Key: TypeAlias = tuple[int, int]
 
 def _keys(ip: IPLike) -> tuple[_Key, _Key, _Key]:
     """The counter keys of ``ip`` for the three IP classes; ``ValueError`` if it is no IP."""
-    addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+    if isinstance(ip, str):
+        return _str_keys(ip)
+    return _addr_keys(ip)
+
+
+@functools.lru_cache(maxsize=4096)
+def _str_keys(ip: str) -> tuple[_Key, _Key, _Key]:
+    # Every webapi request resets the limiter for its IP; parsing it once is enough.
+    return _addr_keys(ipaddress.ip_address(ip))
+
+
+def _addr_keys(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[_Key, _Key, _Key]:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     value = int(addr)
