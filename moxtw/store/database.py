@@ -113,13 +113,23 @@ class Database:
 
     async def run(self, description: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``function(cursor, *args, **kwargs)`` in a transaction of its own."""
-        pool = self._require_pool()
         if kwargs:
             function = functools.partial(function, **kwargs)
+        return await self._run(description, function, args)
+
+    async def _run(
+        self,
+        description: str,
+        function: Callable[..., T],
+        args: tuple[Any, ...],
+        before: Callable[[], None] | None = None,
+    ) -> T:
+        """The transaction with retries; ``before()`` runs in the thread ahead of BEGIN."""
+        pool = self._require_pool()
         delay = 0.01
         for attempt in range(6):
             try:
-                result: T = await pool.runInteraction(self._transaction, function, args)
+                result: T = await pool.runInteraction(self._transaction, function, args, before)
                 return result
             except Exception as e:
                 if attempt == 5 or not self.engine.is_retryable(e):
@@ -129,11 +139,15 @@ class Database:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _transaction(self, cursor: Cursor, function: Callable[..., T], args: tuple[Any, ...]) -> T:
-        if function == self._run_batch:
-            # Durable side effects first, outside the write lock: writing and fsyncing
-            # message files must not keep other processes' commits waiting.
-            self._prepare_batch(args[0])
+    def _transaction(
+        self,
+        cursor: Cursor,
+        function: Callable[..., T],
+        args: tuple[Any, ...],
+        before: Callable[[], None] | None,
+    ) -> T:
+        if before is not None:
+            before()
         self.engine.begin(cursor)
         return function(cursor, *args)
 
@@ -177,7 +191,11 @@ class Database:
         batch = self._pending[: self.max_batch]
         del self._pending[: self.max_batch]
         self._committing = True
-        d = Deferred.fromCoroutine(self.run("batch", self._run_batch, batch))
+        # Durable side effects (message files) are written before BEGIN, outside the
+        # write lock, so they do not keep other processes' commits waiting.
+        d = Deferred.fromCoroutine(
+            self._run("batch", self._run_batch, (batch,), functools.partial(self._prepare_batch, batch))
+        )
         d.addBoth(self._batch_done, batch)
 
     def _run_batch(self, cursor: Cursor, batch: list[_Pending]) -> list[Any]:
