@@ -7,7 +7,6 @@ Validation follows mox's order and codes (spec §2.2.1) with moxtw's fixes.
 
 from __future__ import annotations
 
-import email.utils
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -20,9 +19,7 @@ from .. import __version__
 from ..accounts import Accounts, Login
 from ..address import Address, AddressError, base_address, has_control_chars, parse_address
 from ..config import Config
-from ..metrics import messages_queued
 from ..store import Store
-from ..store.queue import LimitReached, NewMessage, SendLimits, insert_messages
 from ..store.suppressions import (
     SuppressionError,
     add_suppression,
@@ -30,6 +27,7 @@ from ..store.suppressions import (
     remove_suppression,
     suppression_present,
 )
+from ..submit import Recipient, Submission, SubmitError, Submitter, received_header
 from . import compose as c
 from . import types as t
 from .errors import WebAPIError
@@ -75,16 +73,6 @@ def _files(files: Sequence[t.File] | None, uploads: Sequence[UploadedFile], fiel
                 c.File(name=u.filename, content_type=u.content_type or "", content_id=u.content_id, data=u.data)
             )
     return out
-
-
-def received_header(hostname: str, recipients: Sequence[Address], now: datetime, smtputf8: bool) -> bytes:
-    """The per-recipient Received header; a ``for`` clause only with one recipient (fix 9)."""
-    ident = c.new_token()
-    line = f"Received: from {hostname} by {hostname} id {ident}"
-    if len(recipients) == 1:
-        line += f"\r\n\tfor <{recipients[0].smtp_form(smtputf8)}>"
-    line += "; " + email.utils.format_datetime(now) + "\r\n"
-    return line.encode("utf-8")
 
 
 @attrs.define(eq=False)
@@ -168,47 +156,30 @@ class Methods:
             next_attempt = max(req.FutureRelease, now)
             future_release_request = "until;" + format_time(req.FutureRelease)
 
-        # MAIL FROM: the From address, or with a FromID after the catchall separator.
-        sender_local = sender.address.localpart
-        from_ids = [""] * len(recipients)
-        if login.fromid:
-            if not domain.catchall_separators:
-                raise WebAPIError(
-                    "user",
-                    f"cannot use FromIDs: domain {domain.name} of the from-address has no catchall separator",
-                )
-            sep = domain.catchall_separators[0]
-            sender_local = sender_local.split(sep, 1)[0]
-            from_ids = [c.new_token(self.random_bytes) for _ in recipients]
-
         shared_prefix = received_header(self.config.hostname, [r.address for r in recipients], now, composed.smtputf8)
-        messages = []
         given = [v.Address for values in (req.To, req.CC, req.BCC) for v in values or ()]
-        for r, from_id, address_text in zip(recipients, from_ids, given, strict=True):
-            prefix = shared_prefix
-            messages.append(
-                NewMessage(
-                    account=account.name,
-                    sender_localpart=f"{sender_local}{domain.catchall_separators[0]}{from_id}" if from_id else sender_local,
-                    sender_domain=sender.address.domain,
-                    recipient_localpart=r.address.localpart,
-                    recipient_domain=r.address.domain,
-                    recipient_address=address_text,
-                    prefix=prefix,
-                    size=len(prefix) + len(composed.data),
-                    message_id=composed.message_id,
-                    subject=req.Subject,
-                    from_id=from_id,
-                    has_8bit=composed.smtputf8,
-                    smtputf8=composed.smtputf8,
-                    require_tls=req.RequireTLS,
-                    future_release_request=future_release_request,
-                    extra=req.Extra,
-                )
-            )
-        ids = await self._queue(composed.data, messages, now.timestamp(), next_attempt.timestamp(), account)
-        messages_queued.labels("webapi").inc(len(ids))
-        self.on_queued()
+        submission = Submission(
+            account=account,
+            sender=sender.address,
+            recipients=[Recipient(r.address, g) for r, g in zip(recipients, given, strict=True)],
+            data=composed.data,
+            prefix=shared_prefix,
+            now=now.timestamp(),
+            next_attempt=next_attempt.timestamp(),
+            use_fromid=login.fromid,
+            message_id=composed.message_id,
+            subject=req.Subject,
+            has_8bit=composed.smtputf8,
+            smtputf8=composed.smtputf8,
+            require_tls=req.RequireTLS,
+            future_release_request=future_release_request,
+            extra=req.Extra,
+        )
+        submitter = Submitter(self.config, self.store, self.random_bytes, self.on_queued)
+        try:
+            messages, ids = await submitter.submit(submission, "webapi")
+        except SubmitError as e:
+            raise WebAPIError(e.code, e.message) from None
         return t.SendResult(
             MessageID=composed.message_id,
             Submissions=[
@@ -216,32 +187,6 @@ class Methods:
                 for m, i in zip(messages, ids, strict=True)
             ],
         )
-
-    async def _queue(
-        self, data: bytes, messages: list[NewMessage], now: float, next_attempt: float, account: Any
-    ) -> list[int]:
-        limits = SendLimits(
-            account=account.name,
-            max_messages=account.max_outgoing_messages_per_day,
-            max_first_time_recipients=account.max_first_time_recipients_per_day,
-        )
-        try:
-            ids: list[int] = await self.store.run_with_blob(
-                "queue messages",
-                data,
-                insert_messages,
-                messages,
-                now=now,
-                next_attempt=next_attempt,
-                hold_rules=self.config.hold_rules,
-                limits=limits,
-            )
-        except LimitReached as e:
-            raise WebAPIError(e.code, e.message) from None
-        except Exception:
-            self.log.failure("queueing message")
-            raise WebAPIError("server", "error queueing message") from None
-        return ids
 
     # --- suppression list --------------------------------------------------------
 
