@@ -54,6 +54,7 @@ def build_parts(config: Config, reactor: Any, *, store: Store | None = None) -> 
         verifier=PasswordVerifier(crypto_pool, reactor),
         auth_limiter=failed_auth_limiter(reactor),
         clock=reactor,
+        base_path=config.webapi.path,
     )
     root = Root()
     mount(root, config.webapi.path, webapi.app.resource())

@@ -8,15 +8,44 @@ the same configuration and store, until SIGTERM.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet import protocol
+from twisted.internet.protocol import connectionDone
+from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.python.failure import Failure
 
 log = Logger()
+
+
+class _ParentLink(protocol.Protocol):
+    """Standard input/output to the main process; its end (the parent died) stops us."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        log.info("main process went away; stopping")
+        if self.reactor.running:
+            self.reactor.stop()
+
+
+def _die_with_parent(parent: int) -> None:
+    """On Linux, get SIGTERM when the main process dies (even by SIGKILL)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,9 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .workers import reuseport_socket
 
     r: Any = reactor
+    parent = os.getppid()
+    _die_with_parent(parent)
     config = load_config(args.config)
     parts, services = build_parts(config, r)
     pending = [False]
+    link = _ParentLink(r)
+    StandardIO(link, reactor=r)
 
     def notify_queued() -> None:
         # Coalesce: one byte per reactor iteration is enough for the main process.
@@ -45,10 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             def send() -> None:
                 pending[0] = False
-                try:
-                    os.write(1, b"q")
-                except OSError:
-                    pass
+                if link.transport is not None:
+                    link.transport.write(b"q")
 
             r.callLater(0, send)
 
@@ -64,9 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def stop() -> None:
         for svc in reversed(services):
-            await svc.stopService()
+            try:
+                await maybeDeferred(svc.stopService)
+            except Exception:
+                log.failure("stopping {name}", name=svc.name)
 
-    from twisted.internet.defer import Deferred
+    from twisted.internet.defer import Deferred, maybeDeferred
 
     r.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(stop()))
     log.info("serving the webapi on {count} socket(s)", count=len(args.listen))

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from ..accounts import Accounts, Login
 from ..metrics import webapi_duration, webapi_requests
@@ -73,6 +74,8 @@ class WebAPI:
     clock: Any
     #: Delay before answering a failed login (slows down password guessing).
     bad_auth_delay: float = 1.0
+    #: The path the webapi is mounted at (for redirects).
+    base_path: str = "/webapi/"
 
     app: ClassVar[Klein] = Klein()
     log: ClassVar[Logger] = Logger()
@@ -84,8 +87,12 @@ class WebAPI:
         set_security_headers(request)
         if request.method != b"GET":
             return text_error(request, 405, "405 - method not allow")
+        return self._redirect(request, self.base_path + "v0/")
+
+    def _redirect(self, request: IRequest | Request, location: str) -> bytes:
         request.setResponseCode(303)
-        request.setHeader(b"location", b"v0/")
+        request.setHeader(b"location", location.encode())
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return b""
 
     @app.route("/v0/", branch=False)
@@ -110,6 +117,8 @@ class WebAPI:
             return _json_error(request, "protocol", f"unknown method {json.dumps(method)}", 404)
         if request.method == b"GET":
             return self._method_page(request, method)
+        if request.method != b"POST":  # HEAD, which werkzeug routes like GET
+            return _json_error(request, "protocol", "method not allowed - use get or post", 405)
         start = time.monotonic()
         result = "ok"
         try:
@@ -127,6 +136,12 @@ class WebAPI:
         finally:
             webapi_requests.labels(method, result).inc()
             webapi_duration.labels(method).observe(time.monotonic() - start)
+
+    @app.handle_errors(RequestRedirect)
+    def slash(self, request: IRequest, failure: Failure) -> bytes:
+        """``GET /webapi`` (no trailing slash): 303 to the base path, as mox."""
+        set_security_headers(request)
+        return self._redirect(request, self.base_path)
 
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Failure) -> bytes:

@@ -90,3 +90,12 @@ class WorkerTests(TestCase):
         self.assertEqual(worker_pids(path), [])
         self.assertFalse(port_open(http))
         self.assertNotIn("Traceback", daemon.output)
+
+    async def test_worker_exits_when_main_process_dies(self) -> None:
+        path, http, _ = self.make_config()
+        daemon = Daemon(self, "--config", str(path)).start()
+        await daemon.wait_for_port(http)
+        await self.wait_for(lambda: len(worker_pids(path)) == 1, "one worker process")
+        await daemon.stop(signal.SIGKILL)
+        await self.wait_for(lambda: worker_pids(path) == [], "the worker to exit after its parent died")
+        self.assertFalse(port_open(http))

@@ -212,17 +212,7 @@ ADAPTATIONS: dict[str, Adaptation] = {
 #: each gets its own test ``test_<scenario>__step<N>`` marked ``todo`` (an expected
 #: failure), so the difference stays visible and fixing it shows up as an unexpected
 #: success: then remove the entry.
-KNOWN_DIFFERENCES: dict[str, dict[int, str]] = {
-    "http_get_and_methods": {
-        0: "the 303 from the base URL has Twisted's default Content-Type text/html, mox's "
-        "has text/html; charset=utf-8 (and Location v0/ where mox writes /webapi/v0/: the "
-        "same target)",
-        1: "GET /webapi (no trailing slash) answers 400 'unhandled error' (werkzeug's "
-        "RequestRedirect reaches WebAPI.unhandled) where mox redirects 303 to /webapi/",
-        10: "HEAD on a method URL is routed like GET by werkzeug and then treated as a "
-        "call (401 without credentials), where mox answers 405",
-    },
-}
+KNOWN_DIFFERENCES: dict[str, dict[int, str]] = {}
 
 
 # --- moxtw's documented differences -----------------------------------------------------
