@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -24,8 +23,9 @@ from moxtw.address import (
     parse_domain,
     parse_localpart,
 )
+from tests.golden import GOLDEN_DIR
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden-mox"
+GOLDEN = GOLDEN_DIR
 
 
 class ParseAddressTests(SynchronousTestCase):

@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage, Message
-from pathlib import Path
 from typing import Any
 from unittest import SkipTest
 
@@ -37,8 +36,9 @@ from moxtw.webapi.compose import (
     new_token,
     q_encode,
 )
+from tests.golden import GOLDEN_DIR
 
-GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden-mox"
+GOLDEN = GOLDEN_DIR
 
 NOW = datetime(2024, 4, 4, 14, 29, 42, tzinfo=timezone(timedelta(hours=2)))
 HOSTNAME = "mail.mox.example"

@@ -1,7 +1,7 @@
 """Tests for moxtw.webapi.gojson: Go encoding/json (go1.27) decoding and encoding.
 
 Expected texts come from the golden mox transcripts (``MOXTW_GOLDEN_DIR``, default
-``/work/shared/golden-mox``) where they cover a case, and otherwise from go1.27's
+``../shared/golden-mox``) where they cover a case, and otherwise from go1.27's
 ``encoding/json`` (jsonv2-backed v1) source.
 """
 
@@ -43,8 +43,7 @@ from moxtw.webapi.gojson import (
     parse_time,
     with_nanosecond,
 )
-
-GOLDEN_DIR = Path(os.environ.get("MOXTW_GOLDEN_DIR", "/work/shared/golden-mox"))
+from tests.golden import GOLDEN_DIR
 
 # Keep hypothesis' caches out of the source tree; no example database.
 set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "moxtw-test-hypothesis"))

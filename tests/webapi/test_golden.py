@@ -26,11 +26,9 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -40,11 +38,8 @@ from twisted.web.http_headers import Headers
 
 from moxtw.accounts import Accounts
 from moxtw.address import base_address, parse_address
+from tests.golden import GOLDEN_DIR
 from tests.webapi.fixture import Reply, WebAPIFixture
-
-GOLDEN_DIR = Path(
-    os.environ.get("MOXTW_GOLDEN_DIR") or Path(__file__).resolve().parents[2].parent / "shared" / "golden-mox"
-)
 
 #: Response headers mox sets on every webapi answer; moxtw must send the same values.
 CHECKED_HEADERS = (
