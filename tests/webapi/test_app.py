@@ -36,7 +36,7 @@ class TransportTests(Base):
         f = await self.fixture()
         response = await f.http.get(f.base, allow_redirects=False)
         self.assertEqual(response.code, 303)
-        self.assertEqual(response.headers.getRawHeaders(b"location"), [b"v0/"])
+        self.assertEqual(response.headers.getRawHeaders(b"location"), [b"/webapi/v0/"])
         await response.content()
 
     async def test_index_lists_methods(self) -> None:
@@ -166,6 +166,21 @@ class TransportTests(Base):
         reply = await f.call("Send", {**MINIMAL, "Text": "x" * 2000})
         self.assertError(reply, "protocol", "request body too large (limit 1000 bytes)")
         self.assertEqual(await f.queue_rows(), [])
+
+    async def test_storage_failure_is_server_error(self) -> None:
+        """A failing store gives a ``server`` error (and a log entry), never a traceback."""
+        f = await self.fixture()
+
+        def broken(cursor, *args, **kwargs):
+            raise OSError("disk on fire")
+
+        import moxtw.submit
+
+        self.patch(moxtw.submit, "insert_messages", broken)
+        reply = await f.call("Send", MINIMAL)
+        self.assertError(reply, "server", "error queueing message")
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(await f.parts.store.blobs.keys(), [])
 
     async def test_message_methods_not_available_yet(self) -> None:
         f = await self.fixture()
