@@ -22,10 +22,14 @@ from .config import Config
 from .passwords import PasswordVerifier
 from .ratelimit import failed_auth_limiter
 from .service import OrderedMultiService, ThreadPoolService
+from .smtp import SMTPFactories, build_smtp_factories
+from .smtp.incoming import IncomingMessage
 from .store import Store, StoreService, sqlite_store
+from .store.messages import deliver
 from .web import QuietSite, Root, mount
 from .webapi.app import WebAPI
 from .webapi.http import CappedRequest
+from .webapi.messages import MessageMethods
 from .webapi.methods import Methods
 from .workers import HTTPWorkers, ReusePortListener
 
@@ -37,6 +41,7 @@ class Parts:
     config: Config
     store: Store
     accounts: Accounts
+    verifier: PasswordVerifier
     webapi: WebAPI
     site: Site
 
@@ -48,10 +53,12 @@ def build_parts(config: Config, reactor: Any, *, store: Store | None = None) -> 
     accounts = Accounts.from_config(config)
     crypto_pool = ThreadPool(minthreads=0, maxthreads=2, name="moxtw-crypto")
     methods = Methods(config=config, accounts=accounts, store=store, clock=reactor)
+    verifier = PasswordVerifier(crypto_pool, reactor)
     webapi = WebAPI(
         methods=methods,
+        messages=MessageMethods(store=store),
         accounts=accounts,
-        verifier=PasswordVerifier(crypto_pool, reactor),
+        verifier=verifier,
         auth_limiter=failed_auth_limiter(reactor),
         clock=reactor,
         base_path=config.webapi.path,
@@ -62,7 +69,19 @@ def build_parts(config: Config, reactor: Any, *, store: Store | None = None) -> 
     site.displayTracebacks = False
     site.max_request_size = config.webapi.max_request_size  # type: ignore[attr-defined]
     services: list[IService] = [StoreService(store), ThreadPoolService(crypto_pool)]
-    return Parts(config, store, accounts, webapi, site), services
+    return Parts(config, store, accounts, verifier, webapi, site), services
+
+
+def build_smtp(parts: Parts, reactor: Any) -> SMTPFactories:
+    """The SMTP listeners' factories; incoming mail goes into the recipient's Inbox."""
+    store = parts.store
+
+    async def deliver_incoming(message: IncomingMessage) -> None:
+        await deliver(store, message.account, "Inbox", message.data, received=reactor.seconds())
+
+    return build_smtp_factories(
+        parts.config, parts.accounts, store, parts.verifier, reactor, deliver_incoming
+    )
 
 
 def build_service(config: Config, reactor: Any, *, store: Store | None = None) -> IService:
@@ -74,6 +93,12 @@ def build_service(config: Config, reactor: Any, *, store: Store | None = None) -
         svc.setServiceParent(top)
 
     listeners: list[tuple[str, tuple[str, ...], Any]] = []
+    if config.listeners.smtp or config.listeners.submission or config.listeners.submissions:
+        smtp = build_smtp(parts, reactor)
+        listeners.append(("smtp", config.listeners.smtp, smtp.smtp))
+        listeners.append(("submission", config.listeners.submission, smtp.submission))
+        if smtp.submissions is not None:
+            listeners.append(("submissions", config.listeners.submissions, smtp.submissions))
     if config.listeners.http:
         listeners.append(("http", config.listeners.http, parts.site))
     if config.listeners.metrics:

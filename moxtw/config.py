@@ -443,6 +443,8 @@ def _build(c: _Checker, doc: Mapping[str, Any], base_dir: Path, source: Path | N
 
     listeners = _listeners(c, c.sub(doc, "listeners"))
     tls = _tls(c, c.sub(doc, "tls"), base_dir)
+    if listeners.submissions and not tls.enabled:
+        c.problem("implicit TLS needs [tls] cert_file and key_file", "listeners.submissions")
     dns = _dns(c, c.sub(doc, "dns"))
     queue = _queue(c, c.sub(doc, "queue"))
     webapi = _webapi(c, c.sub(doc, "webapi"))

@@ -11,7 +11,6 @@ the rows are fsynced before :meth:`~Submitter.submit` returns).
 from __future__ import annotations
 
 import email.utils
-import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
@@ -23,7 +22,7 @@ from .config import AccountConfig, Config
 from .metrics import messages_queued
 from .store import Store
 from .store.queue import LimitReached, NewMessage, SendLimits, insert_messages
-from .webapi.compose import new_token
+from .webapi.compose import new_token, token_bytes
 
 __all__ = ["Recipient", "SubmitError", "Submission", "Submitter", "received_header"]
 
@@ -106,7 +105,7 @@ def is_fromid_conflict(exc: BaseException) -> bool:
 class Submitter:
     config: Config
     store: Store
-    random_bytes: Callable[[int], bytes] = os.urandom
+    random_bytes: Callable[[int], bytes] = token_bytes
     #: Called after messages were queued, so the queue can look at them right away.
     on_queued: Callable[[], None] = lambda: None
 

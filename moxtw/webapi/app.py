@@ -32,22 +32,10 @@ from . import types as t
 from .errors import WebAPIError
 from .gojson import GoJSONError, decode_request, encode, encode_response
 from .http import parse_form, set_security_headers, text_error
+from .messages import MessageMethods, RawResult
 from .methods import Methods
 
 METHODS = sorted(t.REQUEST_TYPES)
-#: Methods whose implementation needs the account message store (ESMTP issue); until it
-#: exists they answer a ``server`` error saying so.
-UNAVAILABLE = frozenset(
-    {
-        "MessageGet",
-        "MessageRawGet",
-        "MessagePartGet",
-        "MessageDelete",
-        "MessageFlagsAdd",
-        "MessageFlagsRemove",
-        "MessageMove",
-    }
-)
 
 UNAUTHORIZED = "401 - unauthorized - use http basic auth with email address as username"
 
@@ -68,6 +56,7 @@ class WebAPI:
     """The webapi resource; mount ``WebAPI(...).app.resource()`` at the base path."""
 
     methods: Methods
+    messages: MessageMethods
     accounts: Accounts
     verifier: PasswordVerifier
     auth_limiter: Limiter
@@ -173,13 +162,14 @@ class WebAPI:
             req = decode_request(method, values[0])
         except GoJSONError as e:
             raise WebAPIError("protocol", f"parsing request: {e}") from None
-        if method in UNAVAILABLE:
-            raise WebAPIError("server", f"{method} is not available yet: moxtw has no account message store")
-        handler: Callable[..., Awaitable[Any]] = getattr(self.methods, method)
+        target = self.messages if method.startswith("Message") else self.methods
+        handler: Callable[..., Awaitable[Any]] = getattr(target, method)
         if method == "Send":
             response = await handler(login, req, form.files)
         else:
             response = await handler(login, req)
+        if isinstance(response, RawResult):
+            return response.write(request)
         return _json(request, encode_response(response))
 
     async def _authenticate(self, request: Request) -> Login:

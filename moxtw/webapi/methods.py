@@ -7,7 +7,6 @@ Validation follows mox's order and codes (spec §2.2.1) with moxtw's fixes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +19,7 @@ from ..accounts import Accounts, Login
 from ..address import Address, AddressError, base_address, has_control_chars, parse_address
 from ..config import Config
 from ..store import Store
+from ..store.messages import DeliveryMeta, deliver
 from ..store.suppressions import (
     SuppressionError,
     add_suppression,
@@ -30,6 +30,7 @@ from ..store.suppressions import (
 from ..submit import Recipient, Submission, SubmitError, Submitter, received_header
 from . import compose as c
 from . import types as t
+from .compose import token_bytes
 from .errors import WebAPIError
 from .gojson import ZERO_TIME, format_time
 from .http import UploadedFile
@@ -83,7 +84,7 @@ class Methods:
     clock: Any
     #: Called after messages were queued, so the queue can look at them right away.
     on_queued: Callable[[], None] = lambda: None
-    random_bytes: Callable[[int], bytes] = os.urandom
+    random_bytes: Callable[[int], bytes] = token_bytes
 
     log = Logger()
 
@@ -180,6 +181,8 @@ class Methods:
             messages, ids = await submitter.submit(submission, "webapi")
         except SubmitError as e:
             raise WebAPIError(e.code, e.message) from None
+        if req.SaveSent:
+            await self._save_sent(login, composed.data, bcc, composed.smtputf8)
         return t.SendResult(
             MessageID=composed.message_id,
             Submissions=[
@@ -187,6 +190,28 @@ class Methods:
                 for m, i in zip(messages, ids, strict=True)
             ],
         )
+
+    async def _save_sent(self, login: Login, data: bytes, bcc: Sequence[c.NameAddress], utf8: bool) -> None:
+        """A copy in the account's Sent mailbox, ``\\Seen`` and ``$NotJunk``, with a Bcc header.
+
+        The message is already queued; a failure here is a ``server`` error, as in mox.
+        """
+        prefix = b""
+        if bcc:
+            prefix = ("Bcc: " + ", ".join(c.format_address(b.name, b.address, utf8) for b in bcc) + "\r\n").encode()
+        try:
+            await deliver(
+                self.store,
+                login.account.name,
+                "Sent",
+                prefix + data,
+                flags=["\\Seen", "$NotJunk"],
+                received=self.clock.seconds(),
+                meta=DeliveryMeta(msg_from=""),
+            )
+        except Exception:
+            self.log.failure("saving sent message")
+            raise WebAPIError("server", "message was sent, but not stored in sent mailbox") from None
 
     # --- suppression list --------------------------------------------------------
 

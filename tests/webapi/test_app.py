@@ -182,11 +182,10 @@ class TransportTests(Base):
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         self.assertEqual(await f.parts.store.blobs.keys(), [])
 
-    async def test_message_methods_not_available_yet(self) -> None:
+    async def test_missing_message(self) -> None:
         f = await self.fixture()
         reply = await f.call("MessageGet", {"MsgID": 1})
-        self.assertError(reply, "server")
-        self.assertIn("no account message store", reply.json["Message"])
+        self.assertError(reply, "messageNotFound")
 
 
 class SendErrorTests(Base):
@@ -478,3 +477,41 @@ class MetricsTests(Base):
         self.assertEqual(value("Send", "missingBody"), missing + 1)
         self.assertEqual(value("Send", "badauth"), badauth + 1)
         self.assertEqual(REGISTRY.get_sample_value("moxtw_webapi_duration_seconds_count", {"method": "Send"}), durations + 3)
+
+
+class SaveSentTests(Base):
+    async def test_copy_in_sent(self) -> None:
+        from moxtw.store.messages import find_mailbox, get_message
+
+        f = await self.fixture()
+        reply = await f.call(
+            "Send",
+            {"To": [{"Address": "a@localhost"}], "BCC": [{"Name": "Hidden", "Address": "h@localhost"}], "Subject": "kept", "Text": "x", "SaveSent": True},
+        )
+        self.assertEqual(reply.status, 200, reply.body)
+
+        def sent(cursor):
+            mailbox = find_mailbox(cursor, "mox", "Sent")
+            cursor.execute("SELECT id FROM message WHERE mailbox_id = ?", (mailbox,))
+            return [get_message(cursor, "mox", row[0]) for row in cursor.fetchall()]
+
+        (row,) = await f.parts.store.db.run("sent", sent)
+        reply = await f.call("MessageGet", {"MsgID": row.id})
+        body = reply.json
+        self.assertEqual(body["Message"]["Subject"], "kept")
+        self.assertEqual(body["Message"]["BCC"], [{"Name": "Hidden", "Address": "h@localhost"}])
+        self.assertEqual(body["Meta"]["MailboxName"], "Sent")
+        self.assertIn("\\seen", body["Meta"]["Flags"])
+        self.assertIn("$notjunk", body["Meta"]["Flags"])
+        raw = await f.call("MessageRawGet", {"MsgID": row.id})
+        self.assertNotIn(b"Received:", raw.body)
+
+    async def test_no_copy_without_savesent(self) -> None:
+        f = await self.fixture()
+        await f.call("Send", MINIMAL)
+
+        def count(cursor):
+            cursor.execute("SELECT count(*) FROM message")
+            return cursor.fetchone()[0]
+
+        self.assertEqual(await f.parts.store.db.run("count", count), 0)
