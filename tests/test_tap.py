@@ -149,8 +149,8 @@ class ServiceTreeTests(TestCase):
         service.privilegedStartService()
         service.startService()
         ports = sorted((port, kw.get("interface", "")) for port, _, _, kw in [(p[0], p[1], p[2], {"interface": p[3]}) for p in reactor.tcpServers])
-        self.assertIn((1080, "127.0.0.1"), ports)
-        self.assertIn((1081, "127.0.0.1"), ports)
+        for port in (1025, 1587, 1465, 1080, 1081):
+            self.assertIn((port, "127.0.0.1"), ports)
         self.assertTrue((config.data_dir / "moxtw.sqlite3").exists())
         return service.stopService()
 

@@ -21,8 +21,8 @@ class LocalserveProcessTests(TestCase):
             self.skipTest(f"localserve's ports are in use here: {busy}")
         directory = Path(self.mktemp()).absolute()
         daemon = Daemon(self, "localserve", "--dir", str(directory)).start()
-        await daemon.wait_for_port(PORTS["http"])
-        await daemon.wait_for_port(PORTS["metrics"])
+        for name in ("http", "metrics", "smtp", "submission", "submissions"):
+            await daemon.wait_for_port(PORTS[name])
 
         client = http_client(self)
         response = await client.get(f"http://127.0.0.1:{PORTS['metrics']}/metrics")
