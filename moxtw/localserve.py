@@ -273,7 +273,7 @@ def banner(config: Config, directory: Path) -> str:
         f"moxtw localserve in {directory}",
         f"  webapi:      http://localhost:{http}{config.webapi.path}v0/  (basic auth {LOGIN} / {PASSWORD})",
         f"  FromID login: {FROMID_LOGIN} / {PASSWORD}  (unique MAIL FROM per message, for DSN matching)",
-        f"  admin:       http://localhost:{http}/admin/  (password {ADMIN_PASSWORD})",
+        f"  admin password: {ADMIN_PASSWORD}",
         f"  metrics:     http://localhost:{port('metrics')}/metrics",
         f"  smtp:        localhost:{port('smtp')} (incoming, no auth)",
         f"  submission:  localhost:{port('submission')} (STARTTLS), localhost:{port('submissions')} (implicit TLS), {LOGIN} / {PASSWORD}",
