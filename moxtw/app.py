@@ -79,8 +79,15 @@ def build_smtp(parts: Parts, reactor: Any) -> SMTPFactories:
     async def deliver_incoming(message: IncomingMessage) -> None:
         await deliver(store, message.account, "Inbox", message.data, received=reactor.seconds())
 
+    # One failed-login limiter for the webapi and SMTP AUTH, as mox has.
     return build_smtp_factories(
-        parts.config, parts.accounts, store, parts.verifier, reactor, deliver_incoming
+        parts.config,
+        parts.accounts,
+        store,
+        parts.verifier,
+        reactor,
+        deliver_incoming,
+        auth_limiter=parts.webapi.auth_limiter,
     )
 
 
