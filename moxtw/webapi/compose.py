@@ -728,9 +728,21 @@ class _Writer:
     def subject(self, subject: str, utf8: bool) -> None:
         value = ""
         linelen = len("Subject: ")
+        last_encoded = False  # the last non-empty word was an encoded-word
+        spaces = 0  # spaces since that word
         for i, word in enumerate(subject.split(" ")):
+            if i > 0:
+                spaces += 1
             if not utf8 and not word.isascii():
-                word = q_encode(word)
+                # Whitespace between two encoded-words is dropped by decoders (RFC 2047
+                # 6.2), so the spaces before this word go inside it when the previous
+                # word was encoded too; mox loses them.
+                word = q_encode(" " * spaces + word if last_encoded else word)
+                last_encoded = True
+                spaces = 0
+            elif word:
+                last_encoded = False
+                spaces = 0
             if i > 0:
                 value += " "
                 linelen += 1
