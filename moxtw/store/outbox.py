@@ -1,0 +1,787 @@
+"""Queue delivery bookkeeping (cursor functions): claims, attempt results, retirement, events.
+
+A claim is a lease (several daemons may share one database): :func:`claim_due` commits at
+once, increments the attempt counter, pushes ``next_attempt`` past the attempt (at least
+the next backoff), records a per-attempt token and an in-progress attempt row.  Nothing is
+locked while the message is being delivered.  :func:`finish_attempt` writes the result
+only while the message still carries that token (:class:`StaleLease` otherwise), and emits
+the event in the same transaction as the state change.  A message whose daemon died is
+simply due again when its ``next_attempt`` passes.
+
+These functions run inside a transaction handed over by :class:`~moxtw.store.Database`
+and may be re-run, so they have no side effects outside the database: message files that
+no row refers to any more are listed in ``blob_gc`` and removed after the commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ..address import Address, base_address, go_quote
+from .messages import DeliveryMeta, insert_message
+from .suppressions import suppression_present
+
+DEFAULT_MAX_ATTEMPTS = 8
+
+#: Outgoing event kinds the queue emits.
+DELIVERED = "delivered"
+DELAYED = "delayed"
+FAILED = "failed"
+SUPPRESSED = "suppressed"
+CANCELED = "canceled"
+
+#: mox §5.3: SMTP codes and (5xx) enhanced codes that suppress a recipient at once.
+IMMEDIATE_CODES = frozenset({521, 550, 551, 553, 556})
+IMMEDIATE_SECODES = frozenset({"1.1", "1.2", "1.3", "1.6", "2.1", "7.1"})
+
+CANCELED_ERROR = "delivery canceled by admin"
+
+
+class StaleLease(Exception):
+    """The message no longer carries the attempt's token: its lease ran out and another
+    attempt took over, or it was removed from the queue.  The result is not recorded."""
+
+    def __init__(self, msg_id: int, token: str) -> None:
+        super().__init__(f"queue message {msg_id}: attempt {token} is no longer current")
+        self.msg_id = msg_id
+        self.token = token
+
+
+# --- records -------------------------------------------------------------------------
+
+_MSG_COLUMNS = (
+    "id, base_id, account, queued, sender_localpart, sender_domain, recipient_localpart,"
+    " recipient_domain, recipient_address, from_id, message_id, subject, blob, prefix, size,"
+    " has_8bit, smtputf8, require_tls, future_release_request, extra, hold, attempts,"
+    " max_attempts, next_attempt, last_attempt, last_result, lease_token, transport"
+)
+
+
+@attrs.frozen
+class QueueRow:
+    """A ``queue_msg`` row."""
+
+    id: int
+    base_id: int
+    account: str
+    queued: float
+    sender_localpart: str
+    sender_domain: str
+    recipient_localpart: str
+    recipient_domain: str
+    recipient_address: str
+    from_id: str
+    message_id: str
+    subject: str
+    blob: str
+    prefix: bytes
+    size: int
+    has_8bit: bool
+    smtputf8: bool
+    require_tls: bool | None
+    future_release_request: str
+    extra: str | None
+    hold: bool
+    attempts: int
+    max_attempts: int
+    next_attempt: float
+    last_attempt: float | None
+    last_result: str | None
+    lease_token: str | None
+    transport: str
+
+    @property
+    def sender(self) -> Address:
+        return Address(self.sender_localpart, self.sender_domain)
+
+    @property
+    def recipient(self) -> Address:
+        return Address(self.recipient_localpart, self.recipient_domain)
+
+    @property
+    def effective_max_attempts(self) -> int:
+        return self.max_attempts or DEFAULT_MAX_ATTEMPTS
+
+
+def _queue_row(r: Sequence[Any]) -> QueueRow:
+    return QueueRow(
+        id=int(r[0]),
+        base_id=int(r[1]),
+        account=r[2],
+        queued=float(r[3]),
+        sender_localpart=r[4],
+        sender_domain=r[5],
+        recipient_localpart=r[6],
+        recipient_domain=r[7],
+        recipient_address=r[8],
+        from_id=r[9],
+        message_id=r[10],
+        subject=r[11],
+        blob=r[12],
+        prefix=bytes(r[13]),
+        size=int(r[14]),
+        has_8bit=bool(r[15]),
+        smtputf8=bool(r[16]),
+        require_tls=None if r[17] is None else bool(r[17]),
+        future_release_request=r[18],
+        extra=r[19],
+        hold=bool(r[20]),
+        attempts=int(r[21]),
+        max_attempts=int(r[22]),
+        next_attempt=float(r[23]),
+        last_attempt=None if r[24] is None else float(r[24]),
+        last_result=r[25],
+        lease_token=r[26],
+        transport=r[27],
+    )
+
+
+@attrs.frozen
+class AttemptRow:
+    """One delivery attempt (mox's MsgResult, plus remote host/IP and TLS)."""
+
+    attempt: int
+    token: str
+    start: float
+    duration: float | None  # None: in progress
+    success: bool
+    code: int
+    secode: str
+    error: str
+    remote_host: str
+    remote_ip: str
+    tls: bool
+    timeout_after_body: bool
+
+
+@attrs.frozen
+class RetiredRow:
+    id: int
+    base_id: int
+    account: str
+    queued: float
+    sender_localpart: str
+    sender_domain: str
+    recipient_localpart: str
+    recipient_domain: str
+    recipient_address: str
+    from_id: str
+    message_id: str
+    subject: str
+    size: int
+    extra: str | None
+    transport: str
+    attempts: int
+    last_attempt: float | None
+    last_activity: float
+    success: bool
+    event: str
+    keep_until: float
+
+
+@attrs.frozen
+class EventRow:
+    """An outgoing event for the webhook sender (``extra`` is JSON text or None)."""
+
+    id: int
+    account: str
+    kind: str
+    queue_msg_id: int
+    from_id: str
+    message_id: str
+    subject: str
+    extra: str | None
+    smtp_code: int
+    smtp_enhanced_code: str
+    error: str
+    suppressing: bool
+    dsn: bool
+    created: float
+
+
+@attrs.frozen
+class Claimed:
+    """A message claimed for an attempt: the row as updated, and whether its recipient is
+    on the sending account's suppression list (then it is not handed to the transport)."""
+
+    row: QueueRow
+    token: str
+    start: float
+    #: The real wait before the next attempt should this one fail temporarily (the lease
+    #: itself, ``row.next_attempt``, may be longer: see ``lease_minimum``).
+    backoff: float
+    suppressed: bool
+
+
+@attrs.frozen
+class ClaimResult:
+    #: Groups of messages delivered together (same base_id, domain, attempt count,
+    #: RequireTLS and transport: one SMTP transaction).
+    batches: list[list[Claimed]]
+    #: The earliest ``next_attempt`` after ``now`` among unheld messages (None: none).
+    next_due: float | None
+    #: Whether due messages were left because of the concurrency limits.
+    limited: bool
+
+
+# --- claiming ------------------------------------------------------------------------
+
+
+def _select_due(cursor: Any, now: float, after: tuple[float, int], page: int) -> list[QueueRow]:
+    cursor.execute(
+        f"SELECT {_MSG_COLUMNS} FROM queue_msg WHERE hold = 0 AND next_attempt <= ?"
+        " AND (next_attempt > ? OR (next_attempt = ? AND id > ?))"
+        " ORDER BY next_attempt, id LIMIT ?",
+        (now, after[0], after[0], after[1], page),
+    )
+    return [_queue_row(r) for r in cursor.fetchall()]
+
+
+def _siblings(cursor: Any, row: QueueRow, now: float) -> list[QueueRow]:
+    cursor.execute(
+        f"SELECT {_MSG_COLUMNS} FROM queue_msg WHERE base_id = ? AND id != ? AND hold = 0"
+        " AND next_attempt <= ? AND recipient_domain = ? AND attempts = ? AND transport = ?"
+        " AND require_tls IS ? ORDER BY id",
+        (
+            row.base_id,
+            row.id,
+            now,
+            row.recipient_domain,
+            row.attempts,
+            row.transport,
+            None if row.require_tls is None else int(row.require_tls),
+        ),
+    )
+    return [_queue_row(r) for r in cursor.fetchall()]
+
+
+def claim_due(
+    cursor: Any,
+    now: float,
+    *,
+    slots: int,
+    domain_slots: Callable[[str], int],
+    exclude: Collection[int],
+    backoff: Callable[[int], float],
+    lease_minimum: float,
+    new_token: Callable[[], str],
+    page: int = 200,
+) -> ClaimResult:
+    """Claim up to ``slots`` batches of due, unheld messages, by ascending next_attempt.
+
+    ``domain_slots(domain)`` says how many more batches may go to a recipient domain now;
+    ``exclude`` are IDs this daemon is still delivering (their lease may have run out).
+    ``backoff(n)`` is the wait after the (n+1)th attempt fails.
+    """
+    batches: list[list[Claimed]] = []
+    used: dict[str, int] = {}
+    claimed_ids: set[int] = set()
+    limited = False
+    after = (-1e300, 0)
+    while slots > len(batches):
+        rows = _select_due(cursor, now, after, page)
+        if not rows:
+            break
+        for row in rows:
+            after = (row.next_attempt, row.id)
+            if row.id in exclude or row.id in claimed_ids:
+                continue
+            if len(batches) >= slots:
+                limited = True
+                break
+            domain = row.recipient_domain
+            if used.get(domain, 0) >= domain_slots(domain):
+                limited = True
+                continue
+            group = [row]
+            if row.base_id:
+                group += [s for s in _siblings(cursor, row, now) if s.id not in exclude and s.id not in claimed_ids]
+            wait = backoff(row.attempts)
+            token = new_token()
+            batch = [_claim(cursor, r, now, token, wait, lease_minimum) for r in group]
+            claimed_ids.update(r.id for r in group)
+            used[domain] = used.get(domain, 0) + 1
+            batches.append(batch)
+        if len(rows) < page:
+            break
+    if not limited and len(batches) >= slots:
+        cursor.execute(
+            "SELECT 1 FROM queue_msg WHERE hold = 0 AND next_attempt <= ? LIMIT 1", (now,)
+        )
+        limited = cursor.fetchone() is not None
+    cursor.execute("SELECT min(next_attempt) FROM queue_msg WHERE hold = 0 AND next_attempt > ?", (now,))
+    (next_due,) = cursor.fetchone()
+    return ClaimResult(batches, None if next_due is None else float(next_due), limited)
+
+
+def _claim(cursor: Any, row: QueueRow, now: float, token: str, wait: float, lease_minimum: float) -> Claimed:
+    attempts = row.attempts + 1
+    lease_until = now + max(wait, lease_minimum)
+    cursor.execute(
+        "UPDATE queue_msg SET attempts = ?, last_attempt = ?, next_attempt = ?, lease_token = ?,"
+        " last_result = 'delivering...' WHERE id = ?",
+        (attempts, now, lease_until, token, row.id),
+    )
+    cursor.execute(
+        "INSERT INTO queue_attempt (msg_id, attempt, token, start) VALUES (?, ?, ?, ?)",
+        (row.id, attempts, token, now),
+    )
+    suppressed = suppression_present(cursor, row.account, base_address(row.recipient))
+    updated = attrs.evolve(row, attempts=attempts, last_attempt=now, next_attempt=lease_until, lease_token=token)
+    return Claimed(updated, token, now, wait, suppressed)
+
+
+# --- results ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Finish:
+    """What :func:`finish_attempt` writes for one message of a batch."""
+
+    msg_id: int
+    token: str
+    #: One of DELIVERED, DELAYED, FAILED, SUPPRESSED.
+    kind: str
+    duration: float
+    now: float
+    code: int = 0
+    #: Short enhanced code, e.g. "1.1" ("" if none).
+    secode: str = ""
+    error: str = ""
+    remote_host: str = ""
+    remote_ip: str = ""
+    tls: bool = False
+    timeout_after_body: bool = False
+    #: DELAYED: when the next attempt is due.
+    next_attempt: float = 0.0
+    #: How long a retired record is kept (0: not kept).
+    keep: float = 0.0
+    #: A DSN to put in the sender account's Inbox (the blob key is passed separately).
+    dsn: DSNRecord | None = None
+
+
+@attrs.frozen
+class DSNRecord:
+    account: str
+    rcpt_to: str
+    msg_from: str
+    size: int
+    message_id: str
+    subject: str
+
+
+@attrs.frozen
+class FinishResult:
+    event_id: int
+    #: Whether this failure added the recipient to the suppression list.
+    suppressing: bool
+    #: Message files released (also listed in ``blob_gc``): remove after the commit.
+    unreferenced: list[str]
+    #: The account message ID of the DSN, if one was delivered.
+    dsn_message_id: int | None
+
+
+def enhanced_code(code: int, secode: str) -> str:
+    """``"<code/100>.<secode>"`` if a secode is known, else "" (mox's SMTPEnhancedCode)."""
+    return f"{code // 100}.{secode}" if secode and code else ""
+
+
+def _get_row(cursor: Any, msg_id: int) -> QueueRow | None:
+    cursor.execute(f"SELECT {_MSG_COLUMNS} FROM queue_msg WHERE id = ?", (msg_id,))
+    r = cursor.fetchone()
+    return None if r is None else _queue_row(r)
+
+
+def finish_attempt(cursor: Any, dsn_blob: str | None, f: Finish) -> FinishResult:
+    """Record the attempt's result and move the message on, with its event, atomically.
+
+    Raises :class:`StaleLease` (rolling everything back, DSN included) when the message
+    no longer carries ``f.token``.
+    """
+    row = _get_row(cursor, f.msg_id)
+    if row is None or row.lease_token != f.token:
+        raise StaleLease(f.msg_id, f.token)
+    success = f.kind == DELIVERED
+    cursor.execute(
+        "UPDATE queue_attempt SET duration = ?, success = ?, code = ?, secode = ?, error = ?,"
+        " remote_host = ?, remote_ip = ?, tls = ?, timeout_after_body = ? WHERE msg_id = ? AND token = ?",
+        (
+            f.duration,
+            int(success),
+            f.code,
+            f.secode,
+            f.error,
+            f.remote_host,
+            f.remote_ip,
+            int(f.tls),
+            int(f.timeout_after_body),
+            f.msg_id,
+            f.token,
+        ),
+    )
+    suppressing = False
+    unreferenced: list[str] = []
+    if f.kind == DELAYED:
+        cursor.execute(
+            "UPDATE queue_msg SET next_attempt = ?, lease_token = NULL, last_result = ? WHERE id = ?",
+            (f.next_attempt, f.error, f.msg_id),
+        )
+    else:
+        if f.kind == FAILED and f.code != 0:
+            suppressing = auto_suppress(cursor, row, f.code, f.secode, "queue", f.now)
+        unreferenced = retire(cursor, row, success=success, event=f.kind, now=f.now, keep=f.keep)
+    event_id = insert_event(
+        cursor,
+        account=row.account,
+        kind=f.kind,
+        queue_msg_id=row.id,
+        from_id=row.from_id,
+        message_id=row.message_id,
+        subject=row.subject,
+        extra=row.extra if row.extra is not None else "{}",
+        smtp_code=f.code,
+        smtp_enhanced_code=enhanced_code(f.code, f.secode),
+        error=f.error,
+        suppressing=suppressing,
+        created=f.now,
+    )
+    dsn_message_id = None
+    if f.dsn is not None and dsn_blob is not None:
+        d = f.dsn
+        dsn_message_id = insert_message(
+            cursor,
+            dsn_blob,
+            d.account,
+            "Inbox",
+            d.size,
+            f.now,
+            frozenset(),
+            (),
+            DeliveryMeta(rcpt_to=d.rcpt_to, msg_from=d.msg_from),
+            dsn=True,
+            message_id=d.message_id,
+            subject=d.subject,
+        )
+    return FinishResult(event_id, suppressing, unreferenced, dsn_message_id)
+
+
+def auto_suppress(cursor: Any, row: QueueRow, code: int, secode: str, source: str, now: float) -> bool:
+    """mox §5.3 for a final failure with an SMTP code; True if the recipient was added.
+
+    The "three consecutive failures" rule counts the sending account's retired messages
+    only (moxtw's fix 6).
+    """
+    base = base_address(row.recipient)
+    if suppression_present(cursor, row.account, base):
+        return False
+    if code in IMMEDIATE_CODES or (code // 100 == 5 and secode in IMMEDIATE_SECODES):
+        reason = f"delivery failure from {source} with smtp code {code}, enhanced code {go_quote(secode)}"
+    else:
+        cursor.execute(
+            "SELECT success FROM queue_retired WHERE account = ? AND recipient_address = ? AND id != ?"
+            " ORDER BY last_activity DESC, id DESC LIMIT 2",
+            (row.account, str(row.recipient), row.id),
+        )
+        previous = cursor.fetchall()
+        if len(previous) < 2 or any(r[0] for r in previous):
+            return False
+        reason = f"delivery failure from {source} and three consecutive failures"
+    cursor.execute(
+        "INSERT INTO suppression (created, account, base_address, original_address, manual, reason)"
+        " VALUES (?, ?, ?, ?, 0, ?)",
+        (now, row.account, base, str(row.recipient), reason),
+    )
+    return True
+
+
+def retire(cursor: Any, row: QueueRow, *, success: bool, event: str, now: float, keep: float) -> list[str]:
+    """Remove ``row`` from the queue, keeping a retired record for ``keep`` seconds.
+
+    Returns the message files no queued message refers to any more (listed in blob_gc).
+    """
+    if keep > 0:
+        cursor.execute(
+            "INSERT INTO queue_retired (id, base_id, account, queued, sender_localpart, sender_domain,"
+            " recipient_localpart, recipient_domain, recipient_address, from_id, message_id, subject,"
+            " size, has_8bit, smtputf8, require_tls, future_release_request, extra, transport,"
+            " attempts, max_attempts, last_attempt, last_activity, success, event, keep_until)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.id,
+                row.base_id,
+                row.account,
+                row.queued,
+                row.sender_localpart,
+                row.sender_domain,
+                row.recipient_localpart,
+                row.recipient_domain,
+                str(row.recipient),
+                row.from_id,
+                row.message_id,
+                row.subject,
+                row.size,
+                int(row.has_8bit),
+                int(row.smtputf8),
+                None if row.require_tls is None else int(row.require_tls),
+                row.future_release_request,
+                row.extra,
+                row.transport,
+                row.attempts,
+                row.max_attempts,
+                row.last_attempt,
+                now,
+                int(success),
+                event,
+                now + keep,
+            ),
+        )
+    else:
+        cursor.execute("DELETE FROM queue_attempt WHERE msg_id = ?", (row.id,))
+    cursor.execute("DELETE FROM queue_msg WHERE id = ?", (row.id,))
+    cursor.execute("SELECT 1 FROM queue_msg WHERE blob = ? LIMIT 1", (row.blob,))
+    if cursor.fetchone() is not None:
+        return []
+    cursor.execute("INSERT OR IGNORE INTO blob_gc (blob, created) VALUES (?, ?)", (row.blob, now))
+    return [row.blob]
+
+
+def insert_event(
+    cursor: Any,
+    *,
+    account: str,
+    kind: str,
+    queue_msg_id: int = 0,
+    from_id: str = "",
+    message_id: str = "",
+    subject: str = "",
+    extra: str | None = None,
+    smtp_code: int = 0,
+    smtp_enhanced_code: str = "",
+    error: str = "",
+    suppressing: bool = False,
+    dsn: bool = False,
+    created: float,
+) -> int:
+    cursor.execute(
+        "INSERT INTO event (account, kind, queue_msg_id, from_id, message_id, subject, extra, smtp_code,"
+        " smtp_enhanced_code, error, suppressing, dsn, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            account,
+            kind,
+            queue_msg_id,
+            from_id,
+            message_id,
+            subject,
+            extra,
+            smtp_code,
+            smtp_enhanced_code,
+            error,
+            int(suppressing),
+            int(dsn),
+            created,
+        ),
+    )
+    return int(cursor.lastrowid)
+
+
+# --- admin operations -----------------------------------------------------------------
+
+
+def drop_messages(
+    cursor: Any, ids: Sequence[int], now: float, keep: Callable[[str], float]
+) -> tuple[list[int], list[str]]:
+    """Remove queued messages without a DSN (admin Drop): result "delivery canceled by
+    admin", event ``canceled``, retired if the account keeps them.  An attempt in progress
+    loses its lease (its result is then ignored).  Returns (dropped IDs, released files)."""
+    dropped: list[int] = []
+    unreferenced: list[str] = []
+    for msg_id in ids:
+        row = _get_row(cursor, msg_id)
+        if row is None:
+            continue
+        cursor.execute(
+            "INSERT INTO queue_attempt (msg_id, attempt, token, start, duration, error) VALUES (?, ?, '', ?, 0, ?)",
+            (row.id, row.attempts, now, CANCELED_ERROR),
+        )
+        unreferenced += retire(cursor, row, success=False, event=CANCELED, now=now, keep=keep(row.account))
+        insert_event(
+            cursor,
+            account=row.account,
+            kind=CANCELED,
+            queue_msg_id=row.id,
+            from_id=row.from_id,
+            message_id=row.message_id,
+            subject=row.subject,
+            extra=row.extra if row.extra is not None else "{}",
+            error=CANCELED_ERROR,
+            created=now,
+        )
+        dropped.append(row.id)
+    return dropped, unreferenced
+
+
+def set_hold(cursor: Any, ids: Sequence[int], hold: bool) -> int:
+    """Hold or release messages; releasing keeps next_attempt (due at once if past)."""
+    n = 0
+    for msg_id in ids:
+        cursor.execute("UPDATE queue_msg SET hold = ? WHERE id = ?", (int(hold), msg_id))
+        n += cursor.rowcount
+    return n
+
+
+def hold_matching(cursor: Any, account: str = "", sender_domain: str = "", recipient_domain: str = "") -> int:
+    """Apply a hold rule to queued messages: every non-empty field must match (fix 4)."""
+    where = ["hold = 0"]
+    args: list[str] = []
+    for column, value in (("account", account), ("sender_domain", sender_domain), ("recipient_domain", recipient_domain)):
+        if value:
+            where.append(f"{column} = ?")
+            args.append(value)
+    cursor.execute(f"UPDATE queue_msg SET hold = 1 WHERE {' AND '.join(where)}", args)
+    return int(cursor.rowcount)
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def get_queued(cursor: Any, msg_id: int) -> QueueRow | None:
+    return _get_row(cursor, msg_id)
+
+
+def list_queued(cursor: Any) -> list[QueueRow]:
+    cursor.execute(f"SELECT {_MSG_COLUMNS} FROM queue_msg ORDER BY id")
+    return [_queue_row(r) for r in cursor.fetchall()]
+
+
+def attempt_history(cursor: Any, msg_id: int) -> list[AttemptRow]:
+    """The attempts of a queued or retired message, oldest first."""
+    cursor.execute(
+        "SELECT attempt, token, start, duration, success, code, secode, error, remote_host, remote_ip,"
+        " tls, timeout_after_body FROM queue_attempt WHERE msg_id = ? ORDER BY id",
+        (msg_id,),
+    )
+    return [
+        AttemptRow(
+            attempt=int(r[0]),
+            token=r[1],
+            start=float(r[2]),
+            duration=None if r[3] is None else float(r[3]),
+            success=bool(r[4]),
+            code=int(r[5]),
+            secode=r[6],
+            error=r[7],
+            remote_host=r[8],
+            remote_ip=r[9],
+            tls=bool(r[10]),
+            timeout_after_body=bool(r[11]),
+        )
+        for r in cursor.fetchall()
+    ]
+
+
+_RETIRED_COLUMNS = (
+    "id, base_id, account, queued, sender_localpart, sender_domain, recipient_localpart,"
+    " recipient_domain, recipient_address, from_id, message_id, subject, size, extra, transport,"
+    " attempts, last_attempt, last_activity, success, event, keep_until"
+)
+
+
+def _retired_row(r: Sequence[Any]) -> RetiredRow:
+    return RetiredRow(
+        id=int(r[0]),
+        base_id=int(r[1]),
+        account=r[2],
+        queued=float(r[3]),
+        sender_localpart=r[4],
+        sender_domain=r[5],
+        recipient_localpart=r[6],
+        recipient_domain=r[7],
+        recipient_address=r[8],
+        from_id=r[9],
+        message_id=r[10],
+        subject=r[11],
+        size=int(r[12]),
+        extra=r[13],
+        transport=r[14],
+        attempts=int(r[15]),
+        last_attempt=None if r[16] is None else float(r[16]),
+        last_activity=float(r[17]),
+        success=bool(r[18]),
+        event=r[19],
+        keep_until=float(r[20]),
+    )
+
+
+def get_retired(cursor: Any, msg_id: int) -> RetiredRow | None:
+    cursor.execute(f"SELECT {_RETIRED_COLUMNS} FROM queue_retired WHERE id = ?", (msg_id,))
+    r = cursor.fetchone()
+    return None if r is None else _retired_row(r)
+
+
+def list_retired(cursor: Any) -> list[RetiredRow]:
+    cursor.execute(f"SELECT {_RETIRED_COLUMNS} FROM queue_retired ORDER BY id")
+    return [_retired_row(r) for r in cursor.fetchall()]
+
+
+def list_events(cursor: Any, after_id: int = 0, limit: int = 1000) -> list[EventRow]:
+    """Events with ID > ``after_id``, oldest first (for the webhook sender)."""
+    cursor.execute(
+        "SELECT id, account, kind, queue_msg_id, from_id, message_id, subject, extra, smtp_code,"
+        " smtp_enhanced_code, error, suppressing, dsn, created FROM event WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    )
+    return [
+        EventRow(
+            id=int(r[0]),
+            account=r[1],
+            kind=r[2],
+            queue_msg_id=int(r[3]),
+            from_id=r[4],
+            message_id=r[5],
+            subject=r[6],
+            extra=r[7],
+            smtp_code=int(r[8]),
+            smtp_enhanced_code=r[9],
+            error=r[10],
+            suppressing=bool(r[11]),
+            dsn=bool(r[12]),
+            created=float(r[13]),
+        )
+        for r in cursor.fetchall()
+    ]
+
+
+def extra_of(row: QueueRow) -> Mapping[str, str]:
+    return {} if row.extra is None else dict(json.loads(row.extra))
+
+
+# --- cleanup -------------------------------------------------------------------------
+
+
+def remove_expired_retired(cursor: Any, now: float) -> int:
+    """Delete retired records whose keep period ended, with their attempt history."""
+    cursor.execute("SELECT id FROM queue_retired WHERE keep_until < ?", (now,))
+    ids = [int(r[0]) for r in cursor.fetchall()]
+    for msg_id in ids:
+        cursor.execute("DELETE FROM queue_attempt WHERE msg_id = ?", (msg_id,))
+        cursor.execute("DELETE FROM queue_retired WHERE id = ?", (msg_id,))
+    return len(ids)
+
+
+def releasable_blobs(cursor: Any, limit: int = 1000) -> list[str]:
+    """Message files listed in blob_gc that no queued message uses (account messages
+    never share a queue message's file: delivery writes its own)."""
+    cursor.execute(
+        "SELECT blob FROM blob_gc g WHERE NOT EXISTS (SELECT 1 FROM queue_msg q WHERE q.blob = g.blob)"
+        " ORDER BY created LIMIT ?",
+        (limit,),
+    )
+    return [r[0] for r in cursor.fetchall()]
+
+
+def forget_blobs(cursor: Any, keys: Sequence[str]) -> None:
+    cursor.executemany("DELETE FROM blob_gc WHERE blob = ?", [(k,) for k in keys])
