@@ -19,13 +19,17 @@ from twisted.web.server import Site
 
 from .accounts import Accounts
 from .config import Config
+from .delivery.mx import Resolver
 from .passwords import PasswordVerifier
+from .queue import QueueService
+from .queue.smtp_transport import SMTPTransport
 from .ratelimit import failed_auth_limiter
 from .service import OrderedMultiService, ThreadPoolService
 from .smtp import SMTPFactories, build_smtp_factories
 from .smtp.incoming import IncomingMessage
 from .store import Store, StoreService, sqlite_store
 from .store.messages import deliver
+from .submit import Submitter
 from .web import QuietSite, Root, mount
 from .webapi.app import WebAPI
 from .webapi.http import CappedRequest
@@ -88,7 +92,17 @@ def build_smtp(parts: Parts, reactor: Any) -> SMTPFactories:
         reactor,
         deliver_incoming,
         auth_limiter=parts.webapi.auth_limiter,
+        submitter=Submitter(parts.config, store, on_queued=parts.webapi.methods.on_queued),
     )
+
+
+def build_queue(parts: Parts, reactor: Any) -> tuple[QueueService, list[IService]]:
+    """The outgoing queue with its SMTP transport (and the DNS thread pool it needs)."""
+    dns_pool = ThreadPool(minthreads=0, maxthreads=4, name="moxtw-dns")
+    resolver = Resolver.from_config(parts.config.dns, dns_pool, reactor)
+    transport = SMTPTransport(parts.config, reactor, resolver)
+    queue = QueueService(parts.store, parts.config, transport, clock=reactor)
+    return queue, [ThreadPoolService(dns_pool), queue]
 
 
 def build_service(config: Config, reactor: Any, *, store: Store | None = None) -> IService:
@@ -96,7 +110,9 @@ def build_service(config: Config, reactor: Any, *, store: Store | None = None) -
     top = OrderedMultiService()
     top.setName("moxtw")
     parts, services = build_parts(config, reactor, store=store)
-    for svc in services:
+    queue, queue_services = build_queue(parts, reactor)
+    parts.webapi.methods.on_queued = queue.kick
+    for svc in [*services, *queue_services]:
         svc.setServiceParent(top)
 
     listeners: list[tuple[str, tuple[str, ...], Any]] = []
@@ -127,5 +143,7 @@ def build_service(config: Config, reactor: Any, *, store: Store | None = None) -
             listener.setName(f"{name}-{i}")
             listener.setServiceParent(top)
     if shared:
-        HTTPWorkers(str(config.source), shared, config.webapi.workers, reactor).setServiceParent(top)
+        workers = HTTPWorkers(str(config.source), shared, config.webapi.workers, reactor)
+        workers.on_queued = queue.kick
+        workers.setServiceParent(top)
     return top

@@ -11,6 +11,7 @@ from twisted.trial.unittest import TestCase
 from moxtw import localserve
 from moxtw.app import build_service
 from moxtw.config import load_config
+from moxtw.store import sqlite_store
 from moxtw.tap import Options
 
 
@@ -137,7 +138,11 @@ class ServiceTreeTests(TestCase):
     def test_tree_and_listeners(self) -> None:
         config = self.config()
         reactor = MemoryReactorClock()
-        service = build_service(config, reactor)
+        # Listeners go to the memory reactor; the store (and the queue's first pass
+        # over it) needs threads, which only the real reactor serves.
+        from twisted.internet import reactor as real_reactor
+
+        service = build_service(config, reactor, store=sqlite_store(config.data_dir, real_reactor))
         names = [s.name for s in service]
         self.assertEqual(names[0], "store")
         http = [n for n in names if n.startswith("http-")]
@@ -156,9 +161,11 @@ class ServiceTreeTests(TestCase):
 
     def test_stop_order(self) -> None:
         """Listeners stop before the store closes."""
+        from twisted.internet import reactor as real_reactor
+
         config = self.config()
         reactor = MemoryReactorClock()
-        service = build_service(config, reactor)
+        service = build_service(config, reactor, store=sqlite_store(config.data_dir, real_reactor))
         stopped: list[str] = []
         for child in service:
             original = child.stopService
