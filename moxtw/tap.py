@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .config import Config, ConfigError, load_config
+from .store.lock import DataDirInUse, lock_data_dir
 
 log = Logger()
 
@@ -85,12 +86,16 @@ class Options(usage.Options):
                 raise usage.UsageError(str(e)) from None
             except OSError as e:
                 raise usage.UsageError(f"localserve directory {self.directory}: {e}") from None
-            return
-        if not self["config"]:
-            raise usage.UsageError("pass --config FILE, or use the localserve subcommand")
+        else:
+            if not self["config"]:
+                raise usage.UsageError("pass --config FILE, or use the localserve subcommand")
+            try:
+                self.config = load_config(self["config"])
+            except ConfigError as e:
+                raise usage.UsageError(str(e)) from None
         try:
-            self.config = load_config(self["config"])
-        except ConfigError as e:
+            lock_data_dir(self.config.data_dir)
+        except (DataDirInUse, OSError) as e:
             raise usage.UsageError(str(e)) from None
 
 

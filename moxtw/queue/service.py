@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from ..config import Config
 from ..store import Store, outbox
 from ..store.outbox import Claimed, DSNRecord, Finish, FinishResult, StaleLease
+from ..store.recovery import recover_interrupted
 from . import dsn as dsnlib
 from .transport import Batch, OutgoingMessage, RecipientOutcome, Result, Transport
 
@@ -97,8 +98,22 @@ class QueueService(Service):
     def startService(self) -> None:
         Service.startService(self)
         self._stopping = False
-        self.kick()
+        if self.store.db.engine.shared:
+            self.kick()
+        else:
+            self._track(Deferred.fromCoroutine(self._recover()))
         self._cleanup_timer = self.clock.callLater(self.cleanup_delay, self._cleanup_tick)
+
+    async def _recover(self) -> None:
+        """Single-daemon store: attempts left unfinished by a crash end as interrupted
+        and their messages are due now (:mod:`moxtw.store.recovery`); then the first pass."""
+        try:
+            n = await self.store.db.run("recover interrupted attempts", recover_interrupted, self.clock.seconds())
+            if n:
+                self.log.info("{n} delivery attempt(s) interrupted by the last stop; retrying now", n=n)
+        except Exception:
+            self.log.failure("recovering interrupted delivery attempts")
+        self.kick()
 
     async def _stop(self) -> None:
         self._stopping = True

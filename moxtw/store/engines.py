@@ -17,6 +17,10 @@ class Engine(Protocol):
     module: str
     #: How many connections (= database threads) the pool keeps.
     pool_size: int
+    #: Whether several daemons may use the database at once (PostgreSQL, later).  When
+    #: not, the one daemon that holds the data directory's lock may treat every
+    #: unfinished delivery attempt it finds at start as interrupted by its own crash.
+    shared: bool
 
     def connect_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Positional and keyword arguments for the DB-API ``connect``."""
@@ -45,6 +49,7 @@ class SqliteEngine:
 
     module = "sqlite3"
     pool_size = 1
+    shared = False
 
     def __init__(self, path: str) -> None:
         self.path = path

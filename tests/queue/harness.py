@@ -96,8 +96,12 @@ class Harness:
         self.clock.advance(T0)
         self.store: Store | None = None
 
-    def open(self) -> Store:
+    def open(self, *, shared: bool = False) -> Store:
+        """Open the store; ``shared`` makes it behave as a database several daemons use
+        (no start-up recovery of interrupted attempts: leases must run out)."""
         store = sqlite_store(self.directory, reactor)
+        if shared:
+            store.db.engine.shared = True  # type: ignore[misc]
         store.open()
         self.store = store
         self.tc.addCleanup(self.close)

@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 
 from moxtw.config import HoldRule, QueueConfig
 from moxtw.queue import Result
-from moxtw.store import outbox
+from moxtw.store import outbox, recovery
 from moxtw.store.suppressions import add_suppression
 
 from .harness import HOUR, T0, FakeTransport, Harness, outcome, temporary
@@ -290,7 +290,7 @@ def _args(o: Any) -> tuple[Any, ...]:
 class LeaseTests(TestCase):
     async def test_dead_worker_is_retried_after_lease_and_stale_result_ignored(self) -> None:
         h = Harness(self)
-        h.open()
+        h.open(shared=True)
         (msg_id,) = await h.queue()
         stuck = FakeTransport(hold=True)
         a = h.service(stuck, lease_minimum=900.0)
@@ -509,9 +509,10 @@ class SchedulingTests(TestCase):
 
 
 class RestartTests(TestCase):
-    async def test_restart_mid_queue_loses_nothing(self) -> None:
-        h = Harness(self)
-        h.open()
+    async def _crash_mid_queue(self, h: Harness) -> list[int]:
+        """Three messages: one delivered, one delayed, one claimed by a daemon that then
+        died (its attempt never finished)."""
+        h.open(shared=True)
         ids = []
         for r in ["a@x.example", "b@y.example", "c@z.example"]:
             ids += await h.queue(r)
@@ -519,14 +520,44 @@ class RestartTests(TestCase):
         q = h.service(FakeTransport(answer=lambda m: answers.get(m.id, temporary)(m)))
         await q.settle()
         await q.stopService()
-        # A daemon that claimed the third message and died (no result ever written).
         await h.run(
             outbox.claim_due, T0 + 450, slots=1, domain_slots=lambda d: 1, exclude=frozenset([ids[1]]),
             backoff=lambda n: 450.0, lease_minimum=900.0, new_token=lambda: "dead",
         )
         await h.close()
+        return ids
+
+    async def test_restart_mid_queue_loses_nothing(self) -> None:
+        """The only daemon of a store restarts: the attempt its crash interrupted is ended
+        as interrupted and the message is retried at once, not after the lease."""
+        h = Harness(self)
+        ids = await self._crash_mid_queue(h)
+        h.clock.advance(450)
 
         h.open()
+        transport = FakeTransport()
+        q2 = h.service(transport)
+        await q2.settle()
+        self.assertEqual(sorted(m.id for b in transport.batches for m in b.messages), [ids[1], ids[2]])
+        kinds = sorted((e.queue_msg_id, e.kind) for e in await h.events())
+        self.assertEqual(kinds, sorted([
+            (ids[0], "delivered"), (ids[1], "delayed"), (ids[2], "delayed"),
+            (ids[1], "delivered"), (ids[2], "delivered"),
+        ]))
+        self.assertEqual(await h.run(outbox.list_queued), [])
+        self.assertEqual([a.success for a in await h.history(ids[1])], [False, True])
+        # The interrupted attempt stays in the history, ended and marked as such.
+        history = await h.history(ids[2])
+        self.assertEqual([(a.token == "dead", a.success) for a in history], [(False, False), (True, False), (False, True)])
+        self.assertEqual((history[1].duration, history[1].error), (0.0, recovery.INTERRUPTED))
+        self.assertEqual([a.attempt for a in history], [1, 2, 3])
+
+    async def test_shared_store_waits_for_the_lease(self) -> None:
+        """With a database several daemons share, a restarted daemon cannot know the
+        attempt is dead: the message waits for its lease to run out."""
+        h = Harness(self)
+        ids = await self._crash_mid_queue(h)
+        h.open(shared=True)
         transport = FakeTransport()
         q2 = h.service(transport)
         await q2.settle()
@@ -536,14 +567,7 @@ class RestartTests(TestCase):
         h.clock.advance(900)
         await q2.settle()
         self.assertEqual(len(transport.batches), 2)
-        kinds = sorted((e.queue_msg_id, e.kind) for e in await h.events())
-        self.assertEqual(kinds, sorted([
-            (ids[0], "delivered"), (ids[1], "delayed"), (ids[2], "delayed"),
-            (ids[1], "delivered"), (ids[2], "delivered"),
-        ]))
         self.assertEqual(await h.run(outbox.list_queued), [])
-        self.assertEqual([a.success for a in await h.history(ids[1])], [False, True])
-        # The dead daemon's attempt stays in the history, unfinished.
         history = await h.history(ids[2])
         self.assertEqual([(a.token == "dead", a.duration is None, a.success) for a in history],
                          [(False, False, False), (True, True, False), (False, False, True)])
