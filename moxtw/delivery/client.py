@@ -42,6 +42,7 @@ Policy, decided here and relied on by the queue:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -158,12 +159,19 @@ def _all(
     )
 
 
+@functools.cache
+def _unverified_context() -> SSL.Context:
+    """One OpenSSL context for every opportunistic connection (building one per
+    connection cost a noticeable share of the delivery CPU)."""
+    return ssl.CertificateOptions(verify=False).getContext()
+
+
 @implementer(IOpenSSLClientConnectionCreator)
 class _Unverified:
     """Client TLS with SNI and no certificate verification (opportunistic STARTTLS)."""
 
     def __init__(self, hostname: str) -> None:
-        self._context = ssl.CertificateOptions(verify=False).getContext()
+        self._context = _unverified_context()
         self._sni: bytes | None = None
         if hostname and not _is_ip(hostname) and not hostname.startswith("["):
             try:

@@ -70,7 +70,11 @@ class Host:
 
 def make_dns_resolver(config: DNSConfig) -> dns.resolver.Resolver:
     """A ``dns.resolver.Resolver`` for ``config``: its nameservers (address, port) or, when
-    there are none, the system's (resolv.conf); ``timeout`` bounds each whole lookup."""
+    there are none, the system's (resolv.conf); ``timeout`` bounds each whole lookup.
+
+    Answers are cached as their TTLs allow (dnspython's LRU cache, thread-safe): a burst
+    of messages to one domain costs one MX lookup, not one per delivery.
+    """
     if config.nameservers:
         resolver = dns.resolver.Resolver(configure=False)
         resolver.nameservers = [
@@ -80,7 +84,7 @@ def make_dns_resolver(config: DNSConfig) -> dns.resolver.Resolver:
         resolver = dns.resolver.Resolver(configure=True)
     resolver.lifetime = config.timeout
     resolver.timeout = config.timeout
-    resolver.cache = None
+    resolver.cache = dns.resolver.LRUCache(max_size=10_000)
     return resolver
 
 
