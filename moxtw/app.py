@@ -18,23 +18,28 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from .accounts import Accounts
+from .admin.api import AdminAPI
+from .admin.ops import QueueAdmin
 from .config import Config
-from .delivery.mx import Resolver
+from .delivery.mx import Resolver, make_dns_resolver
+from .dkim import build_signer
+from .inbound import Inbound
+from .mailauth import Authenticator, Evaluator
 from .passwords import PasswordVerifier
 from .queue import QueueService
 from .queue.smtp_transport import SMTPTransport
 from .ratelimit import failed_auth_limiter
 from .service import OrderedMultiService, ThreadPoolService
 from .smtp import SMTPFactories, build_smtp_factories
-from .smtp.incoming import IncomingMessage
+from .smtp.incoming import Deliver
 from .store import Store, StoreService, sqlite_store
-from .store.messages import deliver
 from .submit import Submitter
-from .web import QuietSite, Root, mount
+from .web import ADMIN_PATH, QuietSite, Root, mount
 from .webapi.app import WebAPI
 from .webapi.http import CappedRequest
 from .webapi.messages import MessageMethods
 from .webapi.methods import Methods
+from .webhooks import build_webhooks
 from .workers import HTTPWorkers, ReusePortListener
 
 
@@ -48,6 +53,8 @@ class Parts:
     verifier: PasswordVerifier
     webapi: WebAPI
     site: Site
+    #: The admin API; its ``ops.on_changed`` must be wired to kick the queue.
+    admin: AdminAPI
 
 
 def build_parts(config: Config, reactor: Any, *, store: Store | None = None) -> tuple[Parts, list[IService]]:
@@ -56,7 +63,8 @@ def build_parts(config: Config, reactor: Any, *, store: Store | None = None) -> 
         store = sqlite_store(config.data_dir, reactor)
     accounts = Accounts.from_config(config)
     crypto_pool = ThreadPool(minthreads=0, maxthreads=2, name="moxtw-crypto")
-    methods = Methods(config=config, accounts=accounts, store=store, clock=reactor)
+    signer = build_signer(config, crypto_pool, reactor)
+    methods = Methods(config=config, accounts=accounts, store=store, clock=reactor, signer=signer)
     verifier = PasswordVerifier(crypto_pool, reactor)
     webapi = WebAPI(
         methods=methods,
@@ -67,42 +75,53 @@ def build_parts(config: Config, reactor: Any, *, store: Store | None = None) -> 
         clock=reactor,
         base_path=config.webapi.path,
     )
+    admin = AdminAPI(
+        ops=QueueAdmin(store=store, config=config, clock=reactor),
+        verifier=verifier,
+        auth_limiter=webapi.auth_limiter,
+        clock=reactor,
+        password_hash=config.admin_password_hash,
+        base_path=ADMIN_PATH,
+    )
     root = Root()
     mount(root, config.webapi.path, webapi.app.resource())
+    mount(root, ADMIN_PATH, admin.app.resource())
     site = QuietSite(root, requestFactory=CappedRequest)
     site.displayTracebacks = False
     site.max_request_size = config.webapi.max_request_size  # type: ignore[attr-defined]
     services: list[IService] = [StoreService(store), ThreadPoolService(crypto_pool)]
-    return Parts(config, store, accounts, verifier, webapi, site), services
+    return Parts(config, store, accounts, verifier, webapi, site, admin), services
 
 
-def build_smtp(parts: Parts, reactor: Any) -> SMTPFactories:
-    """The SMTP listeners' factories; incoming mail goes into the recipient's Inbox."""
-    store = parts.store
-
-    async def deliver_incoming(message: IncomingMessage) -> None:
-        await deliver(store, message.account, "Inbox", message.data, received=reactor.seconds())
-
+def build_smtp(parts: Parts, reactor: Any, deliver_incoming: Deliver) -> SMTPFactories:
+    """The SMTP listeners' factories; ``deliver_incoming`` stores incoming mail."""
     # One failed-login limiter for the webapi and SMTP AUTH, as mox has.
     return build_smtp_factories(
         parts.config,
         parts.accounts,
-        store,
+        parts.store,
         parts.verifier,
         reactor,
         deliver_incoming,
         auth_limiter=parts.webapi.auth_limiter,
-        submitter=Submitter(parts.config, store, on_queued=parts.webapi.methods.on_queued),
+        submitter=Submitter(
+            parts.config, parts.store, on_queued=parts.webapi.methods.on_queued, signer=parts.webapi.methods.signer
+        ),
     )
 
 
-def build_queue(parts: Parts, reactor: Any) -> tuple[QueueService, list[IService]]:
-    """The outgoing queue with its SMTP transport (and the DNS thread pool it needs)."""
+def build_delivery(parts: Parts, reactor: Any) -> tuple[QueueService, Inbound, list[IService]]:
+    """The outgoing queue with its SMTP transport, and incoming delivery into accounts,
+    sharing the DNS thread pool (MX lookups; SPF, DKIM and DMARC checks)."""
     dns_pool = ThreadPool(minthreads=0, maxthreads=4, name="moxtw-dns")
     resolver = Resolver.from_config(parts.config.dns, dns_pool, reactor)
     transport = SMTPTransport(parts.config, reactor, resolver)
     queue = QueueService(parts.store, parts.config, transport, clock=reactor)
-    return queue, [ThreadPoolService(dns_pool), queue]
+    authenticator = Authenticator(
+        Evaluator(make_dns_resolver(parts.config.dns), timeout=parts.config.dns.timeout), dns_pool, reactor
+    )
+    inbound = Inbound(parts.config, parts.store, reactor, dns_pool, authenticator)
+    return queue, inbound, [ThreadPoolService(dns_pool), queue]
 
 
 def build_service(config: Config, reactor: Any, *, store: Store | None = None) -> IService:
@@ -110,14 +129,26 @@ def build_service(config: Config, reactor: Any, *, store: Store | None = None) -
     top = OrderedMultiService()
     top.setName("moxtw")
     parts, services = build_parts(config, reactor, store=store)
-    queue, queue_services = build_queue(parts, reactor)
+    queue, inbound, delivery_services = build_delivery(parts, reactor)
+    (webhooks,) = webhook_services = build_webhooks(config, parts.store, reactor)
+
+    def changed() -> None:
+        # Messages queued or changed by an admin, here or in an HTTP worker: the queue
+        # looks at them, and events an admin operation wrote go out as webhooks.
+        queue.kick()
+        webhooks.kick()
+
     parts.webapi.methods.on_queued = queue.kick
-    for svc in [*services, *queue_services]:
+    parts.admin.ops.on_changed = changed
+    queue.on_event = webhooks.kick
+    inbound.on_event = webhooks.kick
+    # The webhook sender stops before the queue (reverse order), the store last.
+    for svc in [*services, *delivery_services, *webhook_services]:
         svc.setServiceParent(top)
 
     listeners: list[tuple[str, tuple[str, ...], Any]] = []
     if config.listeners.smtp or config.listeners.submission or config.listeners.submissions:
-        smtp = build_smtp(parts, reactor)
+        smtp = build_smtp(parts, reactor, inbound)
         listeners.append(("smtp", config.listeners.smtp, smtp.smtp))
         listeners.append(("submission", config.listeners.submission, smtp.submission))
         if smtp.submissions is not None:
@@ -144,6 +175,6 @@ def build_service(config: Config, reactor: Any, *, store: Store | None = None) -
             listener.setServiceParent(top)
     if shared:
         workers = HTTPWorkers(str(config.source), shared, config.webapi.workers, reactor)
-        workers.on_queued = queue.kick
+        workers.on_queued = changed
         workers.setServiceParent(top)
     return top

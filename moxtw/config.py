@@ -9,6 +9,8 @@ stops ``twistd`` with exit status 1 before the reactor runs.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -20,7 +22,8 @@ import attrs
 
 T = TypeVar("T")
 
-#: Outgoing webhook event names (mox's webhook.OutgoingEvent values).
+#: Outgoing webhook event names (mox's webhook.OutgoingEvent values, and moxtw's
+#: "complaint" for ARF feedback reports about our messages).
 OUTGOING_EVENTS = (
     "delivered",
     "suppressed",
@@ -30,6 +33,7 @@ OUTGOING_EVENTS = (
     "expanded",
     "canceled",
     "unrecognized",
+    "complaint",
 )
 
 KIB = 1024
@@ -50,6 +54,34 @@ class ConfigError(Exception):
             f"{where}{len(problems)} problem(s) in configuration:\n"
             + "\n".join(f"  {p}" for p in problems)
         )
+
+
+# --- DKIM names (moxtw.dkim does the signing) ---------------------------------------------
+
+#: Headers that must not be signed: added or changed in transit (RFC 6376 §5.4).  dkimpy
+#: refuses these too, except Bcc, which mox signs (an absent Bcc, so none can be added).
+DKIM_UNSIGNABLE_HEADERS = frozenset(
+    {"received", "return-path", "dkim-signature", "comments", "keywords", "resent-bcc"}
+)
+
+_DKIM_SELECTOR_RE = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_FIELD_NAME_RE = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
+
+
+def is_dkim_selector(name: str) -> bool:
+    """Whether ``name`` can be a DKIM selector: one or more DNS labels."""
+    return len(name) <= 253 and bool(_DKIM_SELECTOR_RE.match(name))
+
+
+def dkim_header_problem(name: str) -> str | None:
+    """Why ``name`` cannot be in a selector's ``headers`` list, or None."""
+    if not _FIELD_NAME_RE.match(name):
+        return f"not a header field name: {_show(name)}"
+    if name.lower() in DKIM_UNSIGNABLE_HEADERS:
+        return f"header {name} must not be signed: it is added or changed in transit"
+    return None
 
 
 # --- records ---------------------------------------------------------------------------
@@ -146,6 +178,12 @@ class QueueConfig:
 
 
 @attrs.frozen
+class WebhooksConfig:
+    #: Time allowed for one webhook request (connect, send, response body).
+    timeout: float = 60.0
+
+
+@attrs.frozen
 class WebAPIConfig:
     path: str = "/webapi/"
     max_request_size: int = 10 * MIB
@@ -166,6 +204,7 @@ class Config:
     dns: DNSConfig = DNSConfig()
     queue: QueueConfig = QueueConfig()
     webapi: WebAPIConfig = WebAPIConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     dnsbl_zones: tuple[str, ...] = ()
     dnsbl_ips: tuple[str, ...] = ()
     max_message_size: int = 100 * MIB
@@ -424,6 +463,7 @@ _TOP_KEYS = {
     "dns",
     "queue",
     "webapi",
+    "webhooks",
     "dnsbl",
     "domains",
     "accounts",
@@ -448,6 +488,7 @@ def _build(c: _Checker, doc: Mapping[str, Any], base_dir: Path, source: Path | N
     dns = _dns(c, c.sub(doc, "dns"))
     queue = _queue(c, c.sub(doc, "queue"))
     webapi = _webapi(c, c.sub(doc, "webapi"))
+    webhooks = _webhooks(c, c.sub(doc, "webhooks"))
     dnsbl = c.sub(doc, "dnsbl")
     with c.at("dnsbl"):
         c.table(dnsbl, {"zones", "ips"})
@@ -513,6 +554,7 @@ def _build(c: _Checker, doc: Mapping[str, Any], base_dir: Path, source: Path | N
         dns=dns,
         queue=queue,
         webapi=webapi,
+        webhooks=webhooks,
         dnsbl_zones=zones,
         dnsbl_ips=ips,
         max_message_size=max_size,
@@ -601,6 +643,30 @@ def _webapi(c: _Checker, doc: Mapping[str, Any]) -> WebAPIConfig:
     return WebAPIConfig(path=path, max_request_size=size, workers=workers)
 
 
+def _webhooks(c: _Checker, doc: Mapping[str, Any]) -> WebhooksConfig:
+    with c.at("webhooks"):
+        c.table(doc, {"timeout"})
+        timeout = c.get(doc, "timeout", 'a duration such as "60s"', _duration, 60.0)
+        if timeout <= 0:
+            c.problem(f"expected a positive duration, got {_show(doc['timeout'])}", "timeout")
+            timeout = 60.0
+    return WebhooksConfig(timeout=timeout)
+
+
+def _secret_problem(secret: str) -> str | None:
+    """Why a webhook signing secret is unusable (None: it is fine).  The secret itself
+    is never part of the message."""
+    if not secret.startswith("whsec_"):
+        return 'expected a secret starting with "whsec_" (see `moxtw hooks secret`)'
+    try:
+        key = base64.b64decode(secret[len("whsec_") :], validate=True)
+    except binascii.Error:
+        return 'expected base64 after "whsec_" (see `moxtw hooks secret`)'
+    if len(key) < 16:
+        return "expected a secret of at least 16 bytes (see `moxtw hooks secret`)"
+    return None
+
+
 def _domain(c: _Checker, name: str, doc: Mapping[str, Any], base_dir: Path) -> DomainConfig | None:
     if not _is_hostname(name):
         c.problem("domain name is not a valid host name")
@@ -622,11 +688,22 @@ def _domain(c: _Checker, name: str, doc: Mapping[str, Any], base_dir: Path) -> D
                     if not isinstance(sel, dict):
                         c.problem(f"expected a table, got {_show(sel)}")
                         continue
+                    if not is_dkim_selector(sel_name):
+                        c.problem("selector name is not a DNS label (letters, digits, hyphens)")
                     c.table(sel, {"key_file", "headers"})
                     key_file = c.get(sel, "key_file", "a file path", _path(base_dir), base_dir, required=True)
-                    if "key_file" in sel and not key_file.is_file():
-                        c.problem(f"no such file: {key_file}", "key_file")
+                    if "key_file" in sel:
+                        if not key_file.is_file():
+                            c.problem(f"no such file: {key_file}", "key_file")
+                        else:
+                            _check_dkim_key(c, key_file)
                     headers = c.get(sel, "headers", "a list of header names", _str_list, _NO_STRINGS)
+                    for i, h in enumerate(headers):
+                        bad = dkim_header_problem(h)
+                        if bad is not None:
+                            c.problem(bad, f"headers[{i}]")
+                    if headers and "from" not in (h.lower() for h in headers):
+                        c.problem("must include From (RFC 6376 requires signing it)", "headers")
                     selectors[sel_name] = DKIMSelector(name=sel_name, key_file=key_file, headers=headers)
         sign = c.get(dkim, "sign", "a list of selector names", _str_list, _NO_STRINGS)
         for i, s in enumerate(sign):
@@ -640,6 +717,20 @@ def _domain(c: _Checker, name: str, doc: Mapping[str, Any], base_dir: Path) -> D
         dkim_selectors=selectors,
         dkim_sign=sign,
     )
+
+
+def _check_dkim_key(c: _Checker, path: Path) -> None:
+    from .dkim import DKIMKeyError, parse_private_key
+
+    try:
+        pem = path.read_bytes()
+    except OSError as e:
+        c.problem(f"cannot read {path}: {e.strerror}", "key_file")
+        return
+    try:
+        parse_private_key(pem)
+    except DKIMKeyError as e:
+        c.problem(f"{path}: {e}", "key_file")
 
 
 def _webhook(c: _Checker, doc: Mapping[str, Any], key: str, outgoing: bool) -> WebhookConfig | None:
@@ -659,8 +750,9 @@ def _webhook(c: _Checker, doc: Mapping[str, Any], key: str, outgoing: bool) -> W
             if e not in OUTGOING_EVENTS:
                 c.problem(f"unknown event {_show(e)} (known: {', '.join(OUTGOING_EVENTS)})", f"events[{i}]")
         secret = c.get(sub, "signing_secret", 'a secret such as "whsec_..." (see `moxtw hooks secret`)', _str, "")
-        if secret and not secret.startswith("whsec_"):
-            c.problem('expected a secret starting with "whsec_"', "signing_secret")
+        problem = _secret_problem(secret) if secret else None
+        if problem is not None:
+            c.problem(problem, "signing_secret")
         return WebhookConfig(
             url=url,
             authorization=c.get(sub, "authorization", "a header value", _str, ""),

@@ -38,6 +38,7 @@ __all__ = [
     "decode_words",
     "envelope",
     "find_part",
+    "is_automated",
     "parse",
     "parse_media_type",
     "readable_parts",
@@ -689,6 +690,21 @@ def envelope(root: Part) -> Envelope:
         referenced_ids=referenced,
         date=_date(h.get("Date")),
     )
+
+
+def is_automated(root: Part, mail_from: str) -> bool:
+    """mox's Automated flag of incoming webhooks (spec §3.7): an empty MAIL FROM, a
+    List-Id, List-Unsubscribe, List-Unsubscribe-Post or Precedence header, an
+    Auto-Submitted header other than "no", or a multipart/report message."""
+    if not mail_from:
+        return True
+    h = root.header
+    if any(h.get(name) is not None for name in ("List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Precedence")):
+        return True
+    auto = h.get("Auto-Submitted")
+    if auto is not None and auto.strip().lower() != "no":
+        return True
+    return root.media_type == "MULTIPART" and root.media_subtype == "REPORT"
 
 
 # --- content sniffing (Go's http.DetectContentType, the common signatures) -------------

@@ -6,6 +6,10 @@ file, the same MAIL FROM/FromID rules (spec §2.2.6), the same Received prefix r
 ``for`` clause only with one recipient, moxtw's fix 9), the same daily limits and hold
 rules, checked in the same transaction that inserts (group commit: the message file and
 the rows are fsynced before :meth:`~Submitter.submit` returns).
+
+With a :class:`~moxtw.dkim.Signer`, the message is DKIM-signed here, once, before it is
+queued: the DKIM-Signature headers go into the stored prefix after the Received header
+(spec §2.2.3), so every delivery attempt sends the same signature.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import attrs
 from twisted.logger import Logger
@@ -23,6 +28,9 @@ from .metrics import messages_queued
 from .store import Store
 from .store.queue import LimitReached, NewMessage, SendLimits, insert_messages
 from .webapi.compose import new_token, token_bytes
+
+if TYPE_CHECKING:
+    from .dkim import Signer
 
 __all__ = ["Recipient", "SubmitError", "Submission", "Submitter", "received_header"]
 
@@ -108,6 +116,8 @@ class Submitter:
     random_bytes: Callable[[int], bytes] = token_bytes
     #: Called after messages were queued, so the queue can look at them right away.
     on_queued: Callable[[], None] = lambda: None
+    #: DKIM-signs with the From domain's selectors; None: nothing is signed.
+    signer: Signer | None = None
 
     log = Logger()
 
@@ -156,9 +166,21 @@ class Submitter:
         """Queue ``s``: returns its rows and their queue IDs once durably committed.
 
         Raises :class:`SubmitError` (``user`` for FromID problems, a limit code, ``fromid``
-        for a FromID that is already in use, ``server`` for anything else, logged).
+        for a FromID that is already in use, ``server`` for anything else, logged, such
+        as a message that cannot be DKIM-signed).
         """
         messages = self.messages(s)
+        if self.signer is not None:
+            try:
+                signature = await self.signer.sign(s.prefix, s.data, s.sender)
+            except Exception as e:
+                self.log.failure("dkim signing message")
+                raise SubmitError("server", f"dkim signing message: {e}") from None
+            if signature:
+                messages = [
+                    attrs.evolve(m, prefix=m.prefix + signature, size=m.size + len(signature))
+                    for m in messages
+                ]
         limits = SendLimits(
             account=s.account.name,
             max_messages=s.account.max_outgoing_messages_per_day,

@@ -1,4 +1,4 @@
-"""The HTTP listener's root resource: webapi below its configured path, more to come."""
+"""The HTTP listener's root resource: webapi below its configured path, the admin API."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ from twisted.web.server import Request, Site
 
 from . import __version__
 
+#: Where the admin API is mounted (``moxtw queue ...`` defaults to it).
+ADMIN_PATH = "/admin/api/"
+
 
 class Root(Resource):
-    """``/``: a small index; children (``webapi``, later ``admin``) are mounted by path."""
+    """``/``: a small index; children (``webapi``, ``admin``) are mounted by path."""
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":  # "/" itself: this index
+            return self
+        return super().getChild(path, request)  # type: ignore[no-any-return]
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
@@ -18,6 +26,7 @@ class Root(Resource):
             "<!doctype html><html><head><title>moxtw</title></head><body>"
             f"<h1>moxtw {__version__}</h1><ul>"
             '<li><a href="/webapi/v0/">webapi</a></li>'
+            f'<li><a href="{ADMIN_PATH}">admin API</a> (queue and hold rules)</li>'
             "</ul></body></html>"
         ).encode()
 

@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.callLater(0, send)
 
     parts.webapi.methods.on_queued = notify_queued
+    # Admin changes that make messages due (release, reschedule) kick the main
+    # process's queue the same way.
+    parts.admin.ops.on_changed = notify_queued
     for svc in services:
         svc.startService()
     for spec in args.listen:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import attrs
 
 from ..address import Address
+from ..store.outbox import DSNRecord, QueueRow
 
 FAILED_SUBJECT = "mail delivery failed"
 DELAYED_SUBJECT = "mail delivery delayed"
@@ -149,3 +150,49 @@ def compose(
     ]
     data = _crlf("\n".join(head) + "\n") + headers.rstrip(b"\r\n") + b"\r\n\r\n" + _crlf(f"--{boundary}--\n")
     return DSN(data=data, message_id=message_id, subject=subject, msg_from=postmaster)
+
+
+def for_message(
+    row: QueueRow,
+    *,
+    hostname: str,
+    failed: bool,
+    now: float,
+    last_attempt: float,
+    data: bytes | None,
+    code: int = 0,
+    secode: str = "",
+    error: str = "",
+    remote_host: str = "",
+    next_attempts: Sequence[float] = (),
+) -> tuple[DSN, DSNRecord]:
+    """The DSN about queue message ``row`` (whose file holds ``data``, None if missing)
+    for its sender, and the record that puts it in the sender account's Inbox.
+
+    Used by the queue after a final or fifth failed attempt and by the admin Fail.
+    """
+    composed = compose(
+        hostname=hostname,
+        failed=failed,
+        sender=row.sender,
+        recipient=row.recipient,
+        queued=row.queued,
+        now=now,
+        last_attempt=last_attempt,
+        attempts=row.attempts,
+        code=code,
+        secode=secode,
+        error=error,
+        remote_host=remote_host,
+        headers=original_headers(row.prefix, data or b""),
+        next_attempts=next_attempts,
+    )
+    record = DSNRecord(
+        account=row.account,
+        rcpt_to=str(row.sender),
+        msg_from=composed.msg_from,
+        size=len(composed.data),
+        message_id=composed.message_id,
+        subject=composed.subject,
+    )
+    return composed, record

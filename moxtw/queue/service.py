@@ -63,6 +63,8 @@ class QueueService(Service):
     cleanup_delay: float = 3.0
     cleanup_interval: float = 3600.0
     new_token: Callable[[], str] = attrs.field(factory=lambda: lambda: secrets.token_hex(16))
+    #: Called after a transaction that wrote events (the webhook service's ``kick``).
+    on_event: Callable[[], None] | None = None
     name: str = "queue"
 
     #: msg ID → recipient domain of every message this daemon is delivering.
@@ -209,6 +211,7 @@ class QueueService(Service):
             now,
             slots=slots,
             domain_slots=lambda domain: queue.max_per_domain - counts.get(domain, 0),
+            saturated=frozenset(d for d, n in counts.items() if n >= queue.max_per_domain),
             exclude=frozenset(self._in_flight),
             backoff=self.backoff,
             lease_minimum=self.lease_minimum,
@@ -332,26 +335,24 @@ class QueueService(Service):
         now = self.clock.seconds()
         next_attempt = c.start + c.backoff
         composed: dsnlib.DSN | None = None
+        dsn_record: DSNRecord | None = None
         if kind in (outbox.FAILED, outbox.SUPPRESSED) or (kind == outbox.DELAYED and row.attempts == DELAYED_DSN_AFTER):
             remaining: list[float] = []
             if kind == outbox.DELAYED:
                 remaining = [next_attempt]
                 for n in range(row.attempts, row.effective_max_attempts - 1):
                     remaining.append(remaining[-1] + self.backoff(n, jitter=0.0))
-            composed = dsnlib.compose(
+            composed, dsn_record = dsnlib.for_message(
+                row,
                 hostname=self.config.hostname,
                 failed=kind != outbox.DELAYED,
-                sender=row.sender,
-                recipient=row.recipient,
-                queued=row.queued,
                 now=now,
                 last_attempt=c.start,
-                attempts=row.attempts,
+                data=data,
                 code=o.code,
                 secode=o.secode,
                 error=o.error,
                 remote_host=o.remote_host,
-                headers=dsnlib.original_headers(row.prefix, data or b""),
                 next_attempts=remaining,
             )
         finish = Finish(
@@ -369,16 +370,7 @@ class QueueService(Service):
             timeout_after_body=o.timeout_after_body,
             next_attempt=next_attempt,
             keep=self.keep_period(row.account),
-            dsn=None
-            if composed is None
-            else DSNRecord(
-                account=row.account,
-                rcpt_to=str(row.sender),
-                msg_from=composed.msg_from,
-                size=len(composed.data),
-                message_id=composed.message_id,
-                subject=composed.subject,
-            ),
+            dsn=dsn_record,
         )
         try:
             result: FinishResult
@@ -393,6 +385,8 @@ class QueueService(Service):
                 id=row.id,
             )
             return
+        if self.on_event is not None:
+            self.on_event()
         self.log.info(
             "queue message {id} attempt {attempt}: {kind} {code} {error}",
             id=row.id,
@@ -402,7 +396,20 @@ class QueueService(Service):
             error=o.error,
         )
         if result.unreferenced:
-            await self.release_blobs()
+            self._release_later(result.unreferenced)
+
+    def _release_later(self, keys: Sequence[str]) -> None:
+        """Remove the message files this attempt released, after its slot is free (files a
+        crash leaves behind are found by the hourly cleanup)."""
+
+        async def run() -> None:
+            try:
+                await self.store.blobs.delete(list(keys))
+                await self.store.db.run_batched("forget message files", outbox.forget_blobs, list(keys))
+            except Exception:
+                self.log.failure("removing message files {keys}", keys=list(keys))
+
+        self._track(Deferred.fromCoroutine(run()))
 
     # --- retirement, cleanup, admin ------------------------------------------------
 
@@ -442,6 +449,8 @@ class QueueService(Service):
         dropped, released = await self.store.db.run_batched(
             "drop queue messages", outbox.drop_messages, list(ids), self.clock.seconds(), self.keep_period
         )
+        if dropped and self.on_event is not None:
+            self.on_event()
         if released:
             await self.release_blobs()
         return dropped

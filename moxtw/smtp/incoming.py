@@ -52,6 +52,7 @@ class IncomingMessage:
     data: bytes  # including the Received header prepended by moxtw
     remote_ip: str
     tls: bool
+    helo: str = ""  # the client's EHLO/HELO name (SPF's identity for a null sender)
 
 
 Deliver = Callable[[IncomingMessage], Awaitable[None]]
@@ -134,6 +135,7 @@ class IncomingBackend:
                 data=header + data,
                 remote_ip=session.remote_ip,
                 tls=session.tls,
+                helo=session.helo,
             )
             calls.append(Deferred.fromCoroutine(self._deliver(message)))
         results = await DeferredList(calls, consumeErrors=True)

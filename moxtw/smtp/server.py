@@ -159,6 +159,9 @@ def _reply_bytes(ecode: str, text: str) -> bytes:
 class SMTPServerFactory(ServerFactory):
     """Builds :class:`SMTPServer` protocols and counts connections per IP."""
 
+    #: No "Starting factory <repr>" log lines (the repr holds the whole configuration).
+    noisy = False
+
     options: ServerOptions
     backend: Backend
     accounts: Accounts

@@ -9,15 +9,17 @@ reused) and the caller removes the blob after the commit.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
 
 from .. import message as msg
 from . import Store
+from .webhooks import IncomingHook, insert_incoming
 
 __all__ = [
     "DEFAULT_MAILBOXES",
@@ -361,6 +363,8 @@ async def deliver(
     flags: Iterable[str] = (),
     received: float,
     meta: DeliveryMeta | None = None,
+    incoming_webhook: IncomingHook | None = None,
+    match: Callable[[Any], object | None] | None = None,
 ) -> int:
     """Store ``data`` as a new message in ``account``'s ``mailbox``; its message ID.
 
@@ -368,6 +372,11 @@ async def deliver(
     disk before this returns.  ``flags`` are flag and keyword names as the webapi takes
     them (``\\Seen``, ``$NotJunk``, keywords); :class:`FlagsError` for invalid ones.  The
     mailbox (any name, e.g. ``Inbox`` or ``Sent``) is created if the account lacks it.
+    With ``incoming_webhook``, the incoming-message webhook is queued in the same
+    transaction (:func:`moxtw.store.webhooks.insert_incoming`).  ``match(cursor)`` runs in
+    that transaction too, after the message row is written: when it returns something (a
+    report matched to a message we sent, :mod:`moxtw.store.dsnmatch`), no incoming webhook
+    is queued.
     """
     columns, keywords = parse_flags(flags)
     meta = meta or DeliveryMeta()
@@ -378,7 +387,9 @@ async def deliver(
     msg_id: int = await store.run_with_blob(
         "deliver message",
         data,
-        insert_message,
+        insert_message
+        if incoming_webhook is None and match is None
+        else functools.partial(_insert_with_webhook, incoming_webhook, match),
         account,
         mailbox,
         len(data),
@@ -389,5 +400,47 @@ async def deliver(
         dsn=part.is_dsn(),
         message_id=env.message_id,
         subject=env.subject,
+    )
+    return msg_id
+
+
+def _insert_with_webhook(
+    hook: IncomingHook | None,
+    match: Callable[[Any], object | None] | None,
+    cursor: Any,
+    blob: str,
+    account: str,
+    mailbox: str,
+    size: int,
+    received: float,
+    columns: frozenset[str],
+    keywords: Sequence[str],
+    meta: DeliveryMeta,
+    *,
+    dsn: bool = False,
+    message_id: str = "",
+    subject: str = "",
+) -> int:
+    """:func:`insert_message`, then ``match``, then (unless matched) the incoming webhook
+    for the new message."""
+    msg_id = insert_message(
+        cursor, blob, account, mailbox, size, received, columns, keywords, meta,
+        dsn=dsn, message_id=message_id, subject=subject,
+    )  # fmt: skip
+    if match is not None and match(cursor) is not None:
+        return msg_id
+    if hook is None:
+        return msg_id
+    insert_incoming(
+        cursor,
+        account=account,
+        url=hook.url,
+        authorization=hook.authorization,
+        payload=hook.payload(msg_id),
+        webhook_id=hook.webhook_id,
+        created=received,
+        from_id=hook.from_id,
+        message_id=message_id,
+        subject=subject,
     )
     return msg_id

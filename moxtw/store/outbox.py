@@ -39,6 +39,9 @@ IMMEDIATE_CODES = frozenset({521, 550, 551, 553, 556})
 IMMEDIATE_SECODES = frozenset({"1.1", "1.2", "1.3", "1.6", "2.1", "7.1"})
 
 CANCELED_ERROR = "delivery canceled by admin"
+#: The result of an attempt that was in progress when the admin failed or dropped its
+#: message (the attempt lost its lease, so its real result is never recorded).
+INTERRUPTED_ERROR = "attempt in progress when delivery was canceled by admin; its result is not recorded"
 
 
 class StaleLease(Exception):
@@ -181,6 +184,11 @@ class RetiredRow:
     success: bool
     event: str
     keep_until: float
+    has_8bit: bool = False
+    smtputf8: bool = False
+    require_tls: bool | None = None
+    future_release_request: str = ""
+    max_attempts: int = 0
 
 
 @attrs.frozen
@@ -231,12 +239,17 @@ class ClaimResult:
 # --- claiming ------------------------------------------------------------------------
 
 
-def _select_due(cursor: Any, now: float, after: tuple[float, int], page: int) -> list[QueueRow]:
+def _select_due(
+    cursor: Any, now: float, after: tuple[float, int], page: int, skip_domains: Collection[str] = ()
+) -> list[QueueRow]:
+    skip = ""
+    if skip_domains:
+        skip = f" AND recipient_domain NOT IN ({', '.join('?' for _ in skip_domains)})"
     cursor.execute(
         f"SELECT {_MSG_COLUMNS} FROM queue_msg WHERE hold = 0 AND next_attempt <= ?"
-        " AND (next_attempt > ? OR (next_attempt = ? AND id > ?))"
+        f" AND (next_attempt > ? OR (next_attempt = ? AND id > ?)){skip}"
         " ORDER BY next_attempt, id LIMIT ?",
-        (now, after[0], after[0], after[1], page),
+        (now, after[0], after[0], after[1], *skip_domains, page),
     )
     return [_queue_row(r) for r in cursor.fetchall()]
 
@@ -269,34 +282,47 @@ def claim_due(
     backoff: Callable[[int], float],
     lease_minimum: float,
     new_token: Callable[[], str],
+    saturated: Collection[str] = (),
     page: int = 200,
 ) -> ClaimResult:
     """Claim up to ``slots`` batches of due, unheld messages, by ascending next_attempt.
 
     ``domain_slots(domain)`` says how many more batches may go to a recipient domain now;
-    ``exclude`` are IDs this daemon is still delivering (their lease may have run out).
-    ``backoff(n)`` is the wait after the (n+1)th attempt fails.
+    ``saturated`` are domains known to have none.  Their messages are left out in the
+    query itself, and a domain that fills up during the claim is added and the query
+    resumed: a backlog for one busy domain costs nothing per pass (scanning it on every
+    pass made each pass O(backlog)).  ``exclude`` are IDs this daemon is still delivering
+    (their lease may have run out).  ``backoff(n)`` is the wait after the (n+1)th attempt
+    fails.
     """
+    # Rows of full domains are not selected, so most rows read are claimed: read little
+    # more than there are slots (a pass after one delivery finished has one slot).
+    page = min(page, 2 * slots + 8)
     batches: list[list[Claimed]] = []
     used: dict[str, int] = {}
+    full: set[str] = set(saturated)
     claimed_ids: set[int] = set()
-    limited = False
+    limited = bool(full)
     after = (-1e300, 0)
     while slots > len(batches):
-        rows = _select_due(cursor, now, after, page)
+        rows = _select_due(cursor, now, after, page, sorted(full))
         if not rows:
             break
+        requery = False
         for row in rows:
-            after = (row.next_attempt, row.id)
             if row.id in exclude or row.id in claimed_ids:
+                after = (row.next_attempt, row.id)
                 continue
             if len(batches) >= slots:
                 limited = True
                 break
             domain = row.recipient_domain
             if used.get(domain, 0) >= domain_slots(domain):
-                limited = True
-                continue
+                # Resume from this row with the domain left out.
+                full.add(domain)
+                limited = requery = True
+                break
+            after = (row.next_attempt, row.id)
             group = [row]
             if row.base_id:
                 group += [s for s in _siblings(cursor, row, now) if s.id not in exclude and s.id not in claimed_ids]
@@ -306,7 +332,7 @@ def claim_due(
             claimed_ids.update(r.id for r in group)
             used[domain] = used.get(domain, 0) + 1
             batches.append(batch)
-        if len(rows) < page:
+        if not requery and len(rows) < page:
             break
     if not limited and len(batches) >= slots:
         cursor.execute(
@@ -591,6 +617,38 @@ def insert_event(
 # --- admin operations -----------------------------------------------------------------
 
 
+def _cancel(cursor: Any, row: QueueRow, kind: str, now: float, keep: float) -> list[str]:
+    """Take ``row`` out of the queue by admin decision (Fail: ``kind`` FAILED, Drop:
+    CANCELED): result "delivery canceled by admin", retirement and event, all here.
+
+    An attempt in progress loses its lease with the row: its :func:`finish_attempt`
+    raises :class:`StaleLease`.  Its history row is closed so it does not say
+    "delivering..." forever.  Returns the released message files.
+    """
+    cursor.execute(
+        "UPDATE queue_attempt SET duration = ? - start, error = ? WHERE msg_id = ? AND duration IS NULL",
+        (now, INTERRUPTED_ERROR, row.id),
+    )
+    cursor.execute(
+        "INSERT INTO queue_attempt (msg_id, attempt, token, start, duration, error) VALUES (?, ?, '', ?, 0, ?)",
+        (row.id, row.attempts, now, CANCELED_ERROR),
+    )
+    unreferenced = retire(cursor, row, success=False, event=kind, now=now, keep=keep)
+    insert_event(
+        cursor,
+        account=row.account,
+        kind=kind,
+        queue_msg_id=row.id,
+        from_id=row.from_id,
+        message_id=row.message_id,
+        subject=row.subject,
+        extra=row.extra if row.extra is not None else "{}",
+        error=CANCELED_ERROR,
+        created=now,
+    )
+    return unreferenced
+
+
 def drop_messages(
     cursor: Any, ids: Sequence[int], now: float, keep: Callable[[str], float]
 ) -> tuple[list[int], list[str]]:
@@ -603,25 +661,57 @@ def drop_messages(
         row = _get_row(cursor, msg_id)
         if row is None:
             continue
-        cursor.execute(
-            "INSERT INTO queue_attempt (msg_id, attempt, token, start, duration, error) VALUES (?, ?, '', ?, 0, ?)",
-            (row.id, row.attempts, now, CANCELED_ERROR),
-        )
-        unreferenced += retire(cursor, row, success=False, event=CANCELED, now=now, keep=keep(row.account))
-        insert_event(
-            cursor,
-            account=row.account,
-            kind=CANCELED,
-            queue_msg_id=row.id,
-            from_id=row.from_id,
-            message_id=row.message_id,
-            subject=row.subject,
-            extra=row.extra if row.extra is not None else "{}",
-            error=CANCELED_ERROR,
-            created=now,
-        )
+        unreferenced += _cancel(cursor, row, CANCELED, now, keep(row.account))
         dropped.append(row.id)
     return dropped, unreferenced
+
+
+@attrs.frozen
+class AdminFailure:
+    """A message to fail (admin Fail) with the failure DSN composed for it."""
+
+    msg_id: int
+    dsn: DSNRecord
+
+
+def fail_messages(
+    cursor: Any,
+    dsn_blobs: Sequence[str],
+    failures: Sequence[AdminFailure],
+    now: float,
+    keep: Callable[[str], float],
+) -> tuple[list[int], list[str]]:
+    """Fail queued messages permanently (admin Fail): result "delivery canceled by admin",
+    a failure DSN (file ``dsn_blobs[i]`` for ``failures[i]``) into the sender account's
+    Inbox, retirement and event ``failed``, per message in this transaction.  An attempt in
+    progress loses its lease.  Messages no longer queued are skipped and their DSN file
+    released.  Returns (failed IDs, released files)."""
+    failed: list[int] = []
+    unreferenced: list[str] = []
+    for blob, failure in zip(dsn_blobs, failures, strict=True):
+        row = _get_row(cursor, failure.msg_id)
+        if row is None:
+            cursor.execute("INSERT OR IGNORE INTO blob_gc (blob, created) VALUES (?, ?)", (blob, now))
+            unreferenced.append(blob)
+            continue
+        unreferenced += _cancel(cursor, row, FAILED, now, keep(row.account))
+        d = failure.dsn
+        insert_message(
+            cursor,
+            blob,
+            d.account,
+            "Inbox",
+            d.size,
+            now,
+            frozenset(),
+            (),
+            DeliveryMeta(rcpt_to=d.rcpt_to, msg_from=d.msg_from),
+            dsn=True,
+            message_id=d.message_id,
+            subject=d.subject,
+        )
+        failed.append(row.id)
+    return failed, unreferenced
 
 
 def set_hold(cursor: Any, ids: Sequence[int], hold: bool) -> int:
@@ -686,7 +776,8 @@ def attempt_history(cursor: Any, msg_id: int) -> list[AttemptRow]:
 _RETIRED_COLUMNS = (
     "id, base_id, account, queued, sender_localpart, sender_domain, recipient_localpart,"
     " recipient_domain, recipient_address, from_id, message_id, subject, size, extra, transport,"
-    " attempts, last_attempt, last_activity, success, event, keep_until"
+    " attempts, last_attempt, last_activity, success, event, keep_until, has_8bit, smtputf8,"
+    " require_tls, future_release_request, max_attempts"
 )
 
 
@@ -713,6 +804,11 @@ def _retired_row(r: Sequence[Any]) -> RetiredRow:
         success=bool(r[18]),
         event=r[19],
         keep_until=float(r[20]),
+        has_8bit=bool(r[21]),
+        smtputf8=bool(r[22]),
+        require_tls=None if r[23] is None else bool(r[23]),
+        future_release_request=r[24],
+        max_attempts=int(r[25]),
     )
 
 

@@ -7,12 +7,14 @@ cannot together overshoot them.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from ..address import DomainError, parse_domain
 from ..config import HoldRule
 
 DAY = 24 * 3600.0
@@ -56,17 +58,37 @@ class NewMessage:
     extra: Mapping[str, str] | None = None
 
 
+@functools.lru_cache(maxsize=1024)
+def rule_domain(text: str) -> str:
+    """A hold rule's domain in the canonical Unicode form queue rows use ("" stays "").
+
+    Rules from the API are stored normalised; configuration file rules may use A-labels.
+    """
+    if not text:
+        return ""
+    try:
+        return parse_domain(text)
+    except DomainError:
+        return text.lower()
+
+
 def holds(rules: Sequence[HoldRule], message: NewMessage) -> bool:
     """True when a rule matches: every non-empty field of it matches (moxtw's fix 4)."""
     for rule in rules:
         if rule.account and rule.account != message.account:
             continue
-        if rule.sender_domain and rule.sender_domain != message.sender_domain:
+        if rule.sender_domain and rule_domain(rule.sender_domain) != message.sender_domain:
             continue
-        if rule.recipient_domain and rule.recipient_domain != message.recipient_domain:
+        if rule.recipient_domain and rule_domain(rule.recipient_domain) != message.recipient_domain:
             continue
         return True
     return False
+
+
+def stored_hold_rules(cursor: Any) -> list[HoldRule]:
+    """The hold rules added through the admin API (table ``hold_rule``)."""
+    cursor.execute("SELECT account, sender_domain, recipient_domain FROM hold_rule")
+    return [HoldRule(account=r[0], sender_domain=r[1], recipient_domain=r[2]) for r in cursor.fetchall()]
 
 
 def check_limits(cursor: Any, limits: SendLimits, recipients: Sequence[str], now: float) -> list[bool]:
@@ -123,6 +145,9 @@ def insert_messages(
 
     When every message has the same MAIL FROM and prefix, all get the first one's ID as
     ``base_id`` so the queue may deliver them in one SMTP transaction per domain.
+
+    A message is held when a rule of ``hold_rules`` (the configuration file's) or of the
+    ``hold_rule`` table (added through the admin API, read in this transaction) matches.
     """
     if limits is not None:
         first = check_limits(cursor, limits, [m.recipient_address for m in messages], now)
@@ -131,6 +156,7 @@ def insert_messages(
             [(limits.account, m.recipient_address.lower(), int(f), now) for m, f in zip(messages, first, strict=True)],
         )
     shared = len({(m.sender_localpart, m.sender_domain, m.prefix) for m in messages}) == 1 and len(messages) > 1
+    rules = [*hold_rules, *stored_hold_rules(cursor)]
     ids: list[int] = []
     base_id = 0
     for m in messages:
@@ -156,7 +182,7 @@ def insert_messages(
                 None if m.require_tls is None else int(m.require_tls),
                 m.future_release_request,
                 None if m.extra is None else json.dumps(dict(m.extra), sort_keys=True),
-                int(holds(hold_rules, m)),
+                int(holds(rules, m)),
                 next_attempt,
             ),
         )

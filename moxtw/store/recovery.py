@@ -30,3 +30,18 @@ def recover_interrupted(cursor: Any, now: float) -> int:
         (now, INTERRUPTED),
     )
     return int(cursor.rowcount)
+
+
+def recover_interrupted_hooks(cursor: Any, now: float) -> int:
+    """The same for webhooks: a request a crash cut short is ended as interrupted and the
+    webhook is due at ``now`` (it may have arrived; it goes again with the same webhook
+    ID, so the receiver can tell).  Returns how many webhooks were released."""
+    cursor.execute(
+        "UPDATE hook_attempt SET duration = max(0, ? - start), error = ? WHERE duration IS NULL",
+        (now, INTERRUPTED),
+    )
+    cursor.execute(
+        "UPDATE event SET lease_token = NULL, next_attempt = ? WHERE lease_token IS NOT NULL",
+        (now,),
+    )
+    return int(cursor.rowcount)

@@ -18,6 +18,7 @@ from .. import __version__
 from ..accounts import Accounts, Login
 from ..address import Address, AddressError, base_address, has_control_chars, parse_address
 from ..config import Config
+from ..dkim import Signer
 from ..store import Store
 from ..store.messages import DeliveryMeta, deliver
 from ..store.suppressions import (
@@ -85,6 +86,8 @@ class Methods:
     #: Called after messages were queued, so the queue can look at them right away.
     on_queued: Callable[[], None] = lambda: None
     random_bytes: Callable[[int], bytes] = token_bytes
+    #: DKIM-signs Sends (None: nothing is signed); see :func:`moxtw.dkim.build_signer`.
+    signer: Signer | None = None
 
     log = Logger()
 
@@ -176,13 +179,15 @@ class Methods:
             future_release_request=future_release_request,
             extra=req.Extra,
         )
-        submitter = Submitter(self.config, self.store, self.random_bytes, self.on_queued)
+        submitter = Submitter(self.config, self.store, self.random_bytes, self.on_queued, self.signer)
         try:
             messages, ids = await submitter.submit(submission, "webapi")
         except SubmitError as e:
             raise WebAPIError(e.code, e.message) from None
         if req.SaveSent:
-            await self._save_sent(login, composed.data, bcc, composed.smtputf8)
+            # The Sent copy carries the DKIM-Signature headers too, after Bcc (§2.2.5).
+            signature = messages[0].prefix[len(submission.prefix) :]
+            await self._save_sent(login, signature + composed.data, bcc, composed.smtputf8)
         return t.SendResult(
             MessageID=composed.message_id,
             Submissions=[

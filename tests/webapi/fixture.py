@@ -88,6 +88,11 @@ class WebAPIFixture:
 
         return await self.parts.store.db.run("rows", read)
 
+    async def raw(self, row: dict[str, Any]) -> bytes:
+        """A queued message as it is delivered: its prefix, then the message file."""
+        data = await self.parts.store.blobs.get(row["blob"])
+        return bytes(row["prefix"]) + data
+
     async def message(self, row: dict[str, Any]) -> email.message.EmailMessage:
         data = await self.parts.store.blobs.get(row["blob"])
         msg = email.message_from_bytes(row["prefix"] + data, policy=email.policy.default)
