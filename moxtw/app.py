@@ -117,9 +117,13 @@ def build_delivery(parts: Parts, reactor: Any) -> tuple[QueueService, Inbound, l
     resolver = Resolver.from_config(parts.config.dns, dns_pool, reactor)
     transport = SMTPTransport(parts.config, reactor, resolver)
     queue = QueueService(parts.store, parts.config, transport, clock=reactor)
-    authenticator = Authenticator(
-        Evaluator(make_dns_resolver(parts.config.dns), timeout=parts.config.dns.timeout), dns_pool, reactor
-    )
+    # localserve only talks to itself on loopback: no SPF/DKIM/DMARC lookups in public DNS
+    # (they would only slow delivery down, or hang on a machine without network).
+    authenticator = None
+    if not parts.config.localserve:
+        authenticator = Authenticator(
+            Evaluator(make_dns_resolver(parts.config.dns), timeout=parts.config.dns.timeout), dns_pool, reactor
+        )
     inbound = Inbound(parts.config, parts.store, reactor, dns_pool, authenticator)
     return queue, inbound, [ThreadPoolService(dns_pool), queue]
 
