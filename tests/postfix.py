@@ -8,13 +8,24 @@ working directory get ``o+x``; should a directory above it be closed to other us
 instance runs from its own ``/tmp/moxtw-postfix-*`` instead (removed after the stop).  It never touches
 ``/etc/postfix`` or a system Postfix: its master lock and PID file live in its own
 directories, it listens only on ``host:port`` (a loopback address, a free port), and
-nothing can leave it (``default_transport`` and ``local_transport`` are ``error:``).
+nothing can leave it unless a test routes it there (``default_transport`` and
+``local_transport`` are ``error:``; see ``transport`` below).
 
 Mail for ``domain`` is delivered by Postfix's ``virtual(8)`` agent into Maildirs under
 ``DIR/mail/<domain>/<localpart>/`` for each of ``mailboxes``; ``access`` maps a recipient
 address to the reply Postfix gives at RCPT TO (``"450 4.2.0 ..."``, ``"550 5.1.1 ..."``).
 All maps are ``inline:`` tables, so nothing needs ``postmap``.  Other recipients in
 ``domain`` are refused with Postfix's own ``550 5.1.1 ... User unknown``.
+
+A test may route mail out, to next hops on loopback: ``relay_domains`` are accepted for
+relaying, and ``transport`` (Postfix's ``transport_maps``) routes a domain or address to a
+next hop such as ``smtp:[127.0.0.1]:2525`` — a test's own SMTP server, or moxtw's
+incoming listener, which is how Postfix's bounces (RFC 3464 DSNs to the envelope sender)
+reach moxtw on a port other than 25.  Postfix cannot be pointed at a DNS server on
+another port, so with a ``transport`` its SMTP client makes no DNS lookups at all
+(``smtp_dns_support_level = disabled``): next hops are ``[IP]:port``.  Everything else
+still goes to ``default_transport``, the ``error:`` transport.  ``settings`` adds or
+overrides main.cf parameters.
 
 The instance is stopped by the PID of its master process (read from its own PID file and
 checked to be the child of the process this helper started), then by the PID of that
@@ -130,6 +141,9 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         mailboxes: tuple[str, ...] = ("someone",),
         access: dict[str, str] | None = None,
         mailbox_owner: str = "nobody",
+        relay_domains: tuple[str, ...] = (),
+        transport: dict[str, str] | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.testcase = testcase
         self.set_directory(directory.absolute())
@@ -140,6 +154,9 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         self.mailboxes = mailboxes
         self.access = dict(access or {})
         self.mailbox_owner = mailbox_owner
+        self.relay_domains = relay_domains
+        self.transport = dict(transport or {})
+        self.settings = dict(settings or {})
         self.proto = _Output()
         self.process: Any = None
 
@@ -194,7 +211,22 @@ virtual_uid_maps = static:{owner.pw_uid}
 virtual_gid_maps = static:{owner.pw_gid}
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions = {", ".join(restrictions)}
-"""
+""" + self.routing_cf()
+
+    def routing_cf(self) -> str:
+        """The main.cf lines for ``relay_domains``, ``transport`` and ``settings`` (none
+        when they are empty, so the default instance's main.cf is unchanged)."""
+        lines = []
+        if self.relay_domains:
+            lines.append(f"relay_domains = {', '.join(self.relay_domains)}")
+        if self.transport:
+            lines += [
+                "# Next hops are [IP]:port on loopback; no DNS (see tests/postfix.py).",
+                f"transport_maps = {_inline(self.transport)}",
+                "smtp_dns_support_level = disabled",
+            ]
+        lines += [f"{k} = {v}" for k, v in self.settings.items()]
+        return "".join(line + "\n" for line in lines)
 
     def master_cf(self) -> str:
         return f"{self.host}:{self.port} inet  n  -  n  -  -  smtpd\n" + self.SERVICES
