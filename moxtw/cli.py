@@ -1,5 +1,6 @@
 """The ``moxtw`` command: configuration tools, and queue administration of a running
-daemon over its admin HTTP API (``moxtw queue|holdrules|retired ...``).
+daemon over its admin HTTP API (``moxtw queue|holdrules|retired ...``, and the webhook
+queue: ``moxtw hooks list|size|retired|reschedule|cancel``).
 
 The parser is built by one ``add_*_commands(subparsers)`` function per command group;
 a new group is one more such call in :func:`parser`.
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .admin.client import DEFAULT_URL, AdminClient, AdminClientError
-from .config import ConfigError, load_config, parse_config
+from .config import OUTGOING_EVENTS, ConfigError, load_config, parse_config
 from .dkim import add_cli as add_dkim_cli
 from .localserve import ADMIN_PASSWORD
 from .passwords import hash_password
@@ -435,15 +436,22 @@ def cmd_queue_hold(args: argparse.Namespace, client: AdminClient) -> int:
     return _count(args, n, "held" if hold else "released")
 
 
-def _refuse_everything(args: argparse.Namespace, verb: str) -> int | None:
-    """fail/drop: an empty filter must be confirmed with --all (and --all means all)."""
-    if args.all and _selects(args):
-        print(f"moxtw: queue {verb}: --all cannot be combined with filter flags", file=sys.stderr)
+def _refuse_everything(
+    args: argparse.Namespace,
+    verb: str,
+    *,
+    command: str = "queue",
+    selects: Callable[[argparse.Namespace], bool] = _selects,
+    what: str = "queued message",
+) -> int | None:
+    """fail/drop/cancel: an empty filter must be confirmed with --all (and --all means all)."""
+    if args.all and selects(args):
+        print(f"moxtw: {command} {verb}: --all cannot be combined with filter flags", file=sys.stderr)
         return 2
-    if not args.all and not _selects(args):
+    if not args.all and not selects(args):
         print(
-            f"moxtw: queue {verb} without filter flags would {verb} every queued message;"
-            " select messages (e.g. --id 12) or pass --all",
+            f"moxtw: {command} {verb} without filter flags would {verb} every {what};"
+            f" select {what}s (e.g. --id 12) or pass --all",
             file=sys.stderr,
         )
         return 2
@@ -603,6 +611,207 @@ def add_retired_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_retired_list)
 
 
+# --- the webhook queue (moxtw hooks ...) ------------------------------------------------------
+
+#: ``--event`` values: mox's outgoing events and "incoming".
+HOOK_EVENTS = (*OUTGOING_EVENTS, "incoming")
+
+
+def _hook_filter_options(p: argparse.ArgumentParser, retired: bool = False) -> None:
+    g = p.add_argument_group("filter (every criterion given must match; none: all webhooks)")
+    g.add_argument("--id", dest="ids", type=_ids, action="append", default=[], metavar="ID",
+                   help="webhook ID (repeat, or separate with commas)")
+    g.add_argument("--account", default="", help="account")
+    g.add_argument("--event", default="", choices=HOOK_EVENTS, metavar="EVENT",
+                   help=f"outgoing event or incoming: {', '.join(HOOK_EVENTS)}")
+    g.add_argument("--submitted", default="", metavar="WHEN", help=f"queued time: {TIME_HELP}, e.g. '>-1h'")
+    if retired:
+        g.add_argument("--last-activity", default="", metavar="WHEN", help=f"last attempt or retire time: {TIME_HELP}")
+    else:
+        g.add_argument("--next-attempt", default="", metavar="WHEN", help=f"next attempt: {TIME_HELP}, e.g. '<now'")
+    g.add_argument("--max", type=_non_negative, default=0, metavar="N", help="at most N webhooks (0: no limit)")
+
+
+def hook_filter(args: argparse.Namespace) -> dict[str, Any]:
+    """The API's ``HookFilter`` for the filter flags."""
+    return {
+        "Max": args.max,
+        "IDs": _flat_ids(args) or None,
+        "Account": args.account,
+        "Submitted": args.submitted,
+        "NextAttempt": args.next_attempt,
+        "Event": args.event,
+    }
+
+
+def hook_retired_filter(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "Max": args.max,
+        "IDs": _flat_ids(args) or None,
+        "Account": args.account,
+        "Submitted": args.submitted,
+        "LastActivity": args.last_activity,
+        "Event": args.event,
+    }
+
+
+def _hook_selects(args: argparse.Namespace) -> bool:
+    return bool(_flat_ids(args) or args.account or args.event or args.submitted or args.next_attempt)
+
+
+def _hook_event(h: dict[str, Any]) -> str:
+    return "incoming" if h["IsIncoming"] else str(h["OutgoingEvent"])
+
+
+def _hook_last_result(results: list[dict[str, Any]] | None) -> str:
+    if not results:
+        return ""
+    last = results[-1]
+    if last.get("Success"):
+        return f"HTTP {last.get('Code')} ok"
+    return _short(str(last.get("Error", "")))
+
+
+def _hook_outcome(h: dict[str, Any]) -> str:
+    if h["Success"]:
+        return "delivered"
+    if h["SupersededByID"]:
+        return f"superseded by {h['SupersededByID']}"
+    results = h.get("Results") or []
+    if results and results[-1].get("Error") == "canceled by admin":
+        return "canceled"
+    return "failed"
+
+
+def format_hooks(hooks: list[dict[str, Any]], now: float) -> str:
+    if not hooks:
+        return "no queued webhooks"
+    rows = [
+        [
+            str(h["ID"]),
+            _when(h["Submitted"]),
+            h["Account"],
+            _hook_event(h),
+            str(h["QueueMsgID"] or "-"),
+            str(h["Attempts"]),
+            f"{_when(h['NextAttempt'])} ({_relative(h['NextAttempt'], now)})",
+            _hook_last_result(h.get("Results")),
+        ]
+        for h in hooks
+    ]
+    return table(["ID", "SUBMITTED", "ACCOUNT", "EVENT", "MSG", "ATTEMPTS", "NEXT ATTEMPT", "LAST RESULT"], rows)
+
+
+def format_retired_hooks(hooks: list[dict[str, Any]]) -> str:
+    if not hooks:
+        return "no retired webhooks"
+    rows = [
+        [
+            str(h["ID"]),
+            _when(h["LastActivity"]),
+            h["Account"],
+            _hook_event(h),
+            str(h["QueueMsgID"] or "-"),
+            str(h["Attempts"]),
+            _hook_outcome(h),
+            _hook_last_result(h.get("Results")),
+        ]
+        for h in hooks
+    ]
+    return table(["ID", "LAST ACTIVITY", "ACCOUNT", "EVENT", "MSG", "ATTEMPTS", "OUTCOME", "LAST RESULT"], rows)
+
+
+def _hook_count(args: argparse.Namespace, n: Any, what: str) -> int:
+    if args.json:
+        _print_json(n)
+    else:
+        print(f"{n} webhook(s) {what}")
+    return 0
+
+
+@_admin_command
+def cmd_hooks_list(args: argparse.Namespace, client: AdminClient) -> int:
+    sort = _sort(args, {"next-attempt": "NextAttempt", "submitted": "Submitted"})
+    hooks = client.call("HookList", hook_filter(args), sort)
+    if args.json:
+        _print_json(hooks)
+    else:
+        print(format_hooks(hooks or [], time.time()))
+    return 0
+
+
+@_admin_command
+def cmd_hooks_size(args: argparse.Namespace, client: AdminClient) -> int:
+    n = client.call("HookQueueSize")
+    if args.json:
+        _print_json(n)
+    else:
+        print(n)
+    return 0
+
+
+@_admin_command
+def cmd_hooks_retired(args: argparse.Namespace, client: AdminClient) -> int:
+    sort = _sort(args, {"last-activity": "LastActivity", "submitted": "Submitted"})
+    hooks = client.call("HookRetiredList", hook_retired_filter(args), sort)
+    if args.json:
+        _print_json(hooks)
+    else:
+        print(format_retired_hooks(hooks or []))
+    return 0
+
+
+@_admin_command
+def cmd_hooks_reschedule(args: argparse.Namespace, client: AdminClient) -> int:
+    method = "HookNextAttemptAdd" if args.add else "HookNextAttemptSet"
+    return _hook_count(args, client.call(method, hook_filter(args), args.minutes), "rescheduled")
+
+
+@_admin_command
+def cmd_hooks_cancel(args: argparse.Namespace, client: AdminClient) -> int:
+    refused = _refuse_everything(args, "cancel", command="hooks", selects=_hook_selects, what="queued webhook")
+    if refused is not None:
+        return refused
+    return _hook_count(args, client.call("HookCancel", hook_filter(args)), "canceled")
+
+
+def add_hooks_admin_commands(hs: Any) -> None:
+    """``moxtw hooks list|size|retired|reschedule|cancel`` (added to the ``hooks``
+    subparsers that :func:`moxtw.webhooks.cli.add_cli` returns)."""
+    conn = admin_options()
+    p = hs.add_parser("list", parents=[conn], help="list queued webhooks with their attempts")
+    _hook_filter_options(p)
+    p.add_argument("--sort", choices=["next-attempt", "submitted"], default="next-attempt", help="sort field")
+    p.add_argument("--asc", action="store_true", help="oldest/soonest first (default: latest first)")
+    p.set_defaults(func=cmd_hooks_list)
+
+    p = hs.add_parser("size", parents=[conn], help="number of queued webhooks")
+    p.set_defaults(func=cmd_hooks_size)
+
+    p = hs.add_parser("retired", parents=[conn],
+                      help="list webhooks that left the queue (delivered, failed, superseded, canceled)")
+    _hook_filter_options(p, retired=True)
+    p.add_argument("--sort", choices=["last-activity", "submitted"], default="last-activity", help="sort field")
+    p.add_argument("--asc", action="store_true", help="oldest first (default: latest first)")
+    p.set_defaults(func=cmd_hooks_retired)
+
+    p = hs.add_parser("reschedule", parents=[conn],
+                      help="set or move the next attempt of queued webhooks (those being sent are left alone)")
+    _hook_filter_options(p)
+    p.add_argument("minutes", type=int, help="minutes (may be negative with --add)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--set", dest="add", action="store_false", default=False,
+                     help="next attempt = now + MINUTES (the default; 0: try now)")
+    how.add_argument("--add", dest="add", action="store_true", help="next attempt += MINUTES")
+    p.set_defaults(func=cmd_hooks_reschedule)
+
+    p = hs.add_parser("cancel", parents=[conn],
+                      help="remove queued webhooks unsent (kept as retired, \"canceled by admin\")")
+    _hook_filter_options(p)
+    p.add_argument("--all", action="store_true", help="cancel every queued webhook (needed without a filter)")
+    p.set_defaults(func=cmd_hooks_cancel)
+
+
 # --- the parser ------------------------------------------------------------------------------
 
 
@@ -627,7 +836,7 @@ def parser() -> argparse.ArgumentParser:
     add_holdrules_commands(sub)
     add_retired_commands(sub)
     add_dkim_cli(sub)
-    add_hooks_cli(sub)
+    add_hooks_admin_commands(add_hooks_cli(sub))
     return p
 
 

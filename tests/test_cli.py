@@ -19,13 +19,14 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web import resource, server
 
 from moxtw import cli
 from moxtw.cli import set_toml_key
 from moxtw.config import load_config
 from moxtw.localserve import ensure_config
 from moxtw.passwords import verify_password
-from tests.admin.fixture import AdminFixture
+from tests.admin.fixture import AdminFixture, HookFixture
 from tests.helpers import ROOT, Daemon, free_port, http_client
 
 MOXTW = [sys.executable, "-m", "moxtw.cli"]
@@ -253,6 +254,143 @@ class AdminCommandTests(TestCase):
         self.assertEqual(await self.moxtw("queue", "size", password=None), (0, "0\n", ""))
 
 
+class HookCommandTests(TestCase):
+    """``moxtw hooks list|size|retired|reschedule|cancel`` against a real admin API with
+    account mox's webhooks (sent by the daemon's webhook service to a StubTreq receiver)."""
+
+    async def setUp(self) -> None:
+        self.f = await HookFixture(self).start()
+        self.url = self.f.admin_base
+
+    moxtw = AdminCommandTests.moxtw
+    ok = AdminCommandTests.ok
+
+    @staticmethod
+    def ids(out: str) -> list[str]:
+        return [line.split()[0] for line in out.splitlines()[1:]]
+
+    async def test_list_size_json(self) -> None:
+        self.assertEqual(await self.ok("hooks", "list"), "no queued webhooks\n")
+        self.assertEqual(await self.ok("hooks", "size"), "0\n")
+        ha, hb, inc = await self.f.queue_hooks()
+        self.assertEqual(await self.ok("hooks", "size"), "3\n")
+        lines = (await self.ok("hooks", "list", "--asc")).splitlines()
+        self.assertEqual(lines[0].split(), ["ID", "SUBMITTED", "ACCOUNT", "EVENT", "MSG", "ATTEMPTS", "NEXT",
+                                            "ATTEMPT", "LAST", "RESULT"])
+        self.assertEqual(self.ids("\n".join(lines)), [str(ha), str(hb), str(inc)])
+        ((hook,),) = [await self.f.admin("HookList", {"IDs": [ha]}, {})]
+        a = lines[1].split()  # ID, date and time, ...
+        self.assertEqual(a[3:7], ["mox", "canceled", str(hook["QueueMsgID"]), "0"])
+        self.assertIn("(due)", lines[1])
+        self.assertEqual(lines[3].split()[3:7], ["mox", "incoming", "-", "0"])
+        # Columns are aligned.
+        column = lines[0].index("EVENT")
+        self.assertTrue(all(line[column:].startswith(("canceled", "incoming")) for line in lines[1:]))
+
+        listed = json.loads(await self.ok("hooks", "list", "--json", "--event", "incoming"))
+        self.assertEqual([h["ID"] for h in listed], [inc])
+        self.assertEqual(listed[0]["IsIncoming"], True)
+        out = await self.ok("hooks", "list", "--id", f"{ha},{inc}", "--max", "1", "--sort", "submitted")
+        self.assertEqual(self.ids(out), [str(inc)])
+        self.assertEqual(self.ids(await self.ok("hooks", "list", "--account", "mox", "--submitted", ">-1h",
+                                                "--next-attempt", "<1m", "--id", str(hb))), [str(hb)])  # fmt: skip
+
+        # After a refused attempt: the answer and the time of the next attempt.
+        self.f.receiver.answers["hooks.example"] = lambda r: 500
+        await self.f.deliver()
+        line = (await self.ok("hooks", "list", "--id", str(ha))).splitlines()[1]
+        self.assertEqual(line.split()[6], "1")
+        self.assertIn('http status "500 Internal Server Error", expected 2xx', line)
+        self.assertRegex(line, r"\(in (1m|\d+s)\)")
+
+    async def test_reschedule_cancel_retired(self) -> None:
+        ha, hb, inc = await self.f.queue_hooks()
+        self.assertEqual(await self.ok("hooks", "reschedule", "--id", str(ha), "--add", "30"),
+                         "1 webhook(s) rescheduled\n")  # fmt: skip
+        self.assertEqual(len(self.f.changed), 1)
+        self.assertEqual(self.ids(await self.ok("hooks", "list", "--next-attempt", ">20m")), [str(ha)])
+        self.assertEqual(await self.ok("hooks", "reschedule", "--event", "incoming", "90", "--json"), "1\n")
+        self.assertEqual(self.ids(await self.ok("hooks", "list", "--next-attempt", ">1h")), [str(inc)])
+        self.assertEqual(await self.ok("hooks", "reschedule", "0", "--set"), "3 webhook(s) rescheduled\n")
+        self.assertEqual(await self.ok("hooks", "list", "--next-attempt", ">1m"), "no queued webhooks\n")
+
+        code, _, err = await self.moxtw("hooks", "cancel")
+        self.assertEqual(code, 2)
+        self.assertIn("hooks cancel without filter flags would cancel every queued webhook", err)
+        self.assertIn("--all", err)
+        code, _, err = await self.moxtw("hooks", "cancel", "--all", "--event", "canceled")
+        self.assertEqual(code, 2)
+        self.assertIn("--all cannot be combined with filter flags", err)
+        code, _, _ = await self.moxtw("hooks", "cancel", "--max", "1")
+        self.assertEqual(code, 2)
+        self.assertEqual(await self.ok("hooks", "size"), "3\n")
+
+        self.assertEqual(await self.ok("hooks", "cancel", "--event", "canceled"), "2 webhook(s) canceled\n")
+        self.assertEqual(await self.ok("hooks", "cancel", "--id", str(ha)), "0 webhook(s) canceled\n")
+        # The incoming webhook goes out (answered 200).
+        await self.f.deliver()
+        self.assertEqual(await self.ok("hooks", "size"), "0\n")
+        lines = (await self.ok("hooks", "retired", "--asc", "--sort", "submitted")).splitlines()
+        self.assertEqual(lines[0].split(), ["ID", "LAST", "ACTIVITY", "ACCOUNT", "EVENT", "MSG", "ATTEMPTS",
+                                            "OUTCOME", "LAST", "RESULT"])
+        self.assertEqual(self.ids("\n".join(lines)), [str(ha), str(hb), str(inc)])
+        self.assertIn("canceled  ", lines[1])
+        self.assertTrue(lines[1].endswith("canceled by admin"), lines[1])
+        self.assertIn("delivered", lines[3])
+        self.assertTrue(lines[3].endswith("HTTP 200 ok"), lines[3])
+        retired = json.loads(await self.ok("hooks", "retired", "--json", "--event", "incoming"))
+        self.assertEqual([(h["ID"], h["Success"]) for h in retired], [(inc, True)])
+        self.assertEqual(self.ids(await self.ok("hooks", "retired", "--last-activity", ">-1h", "--max", "1")),
+                         [str(inc)])  # fmt: skip
+        self.assertEqual(await self.ok("hooks", "retired", "--last-activity", "<-1h"), "no retired webhooks\n")
+
+    async def test_superseded_outcome(self) -> None:
+        old = await self.f.event("delayed", 5)
+        new = await self.f.event("failed", 5)
+        await self.f.deliver()
+        out = await self.ok("hooks", "retired", "--id", str(old))
+        self.assertIn(f"superseded by {new}", out)
+        self.f.receiver.answers["hooks.example"] = lambda r: 500
+        await self.f.event("failed", 6)
+        await self.f.deliver()
+        await self.ok("hooks", "reschedule", "--event", "failed", "0")
+        await self.f.deliver()
+        self.assertEqual(await self.ok("hooks", "cancel", "--event", "failed"), "1 webhook(s) canceled\n")
+        line = (await self.ok("hooks", "retired", "--event", "failed", "--max", "1")).splitlines()[1]
+        self.assertEqual(line.split()[6:8], ["2", "canceled"])
+
+    async def test_errors(self) -> None:
+        code, _, err = await self.moxtw("hooks", "list", "--event", "sent")
+        self.assertEqual(code, 2)
+        self.assertIn("invalid choice: 'sent'", err)
+        code, _, err = await self.moxtw("hooks", "retired", "--submitted", "yesterday")
+        self.assertEqual(code, 1)
+        self.assertIn("Submitted filter 'yesterday' must start with < or >", err)
+        code, _, err = await self.moxtw("hooks", "list", password="wrong-password")
+        self.assertEqual(code, 1)
+        self.assertIn("admin authentication failed", err)
+        code, _, err = await self.moxtw("hooks", "retired", "--next-attempt", "<now")
+        self.assertEqual(code, 2)
+        self.assertIn("unrecognized arguments: --next-attempt", err)
+
+
+class HookReceiver(resource.Resource):
+    """A webhook receiver on loopback: records the bodies, answers ``code``."""
+
+    isLeaf = True
+
+    def __init__(self, code: int) -> None:
+        super().__init__()
+        self.code = code
+        self.bodies: list[dict[str, Any]] = []
+
+    def render_POST(self, request: server.Request) -> bytes:
+        assert request.content is not None
+        self.bodies.append(json.loads(request.content.read()))
+        request.setResponseCode(self.code)
+        return b"not now"
+
+
 class ConsoleScriptTests(TestCase):
     """The installed ``moxtw`` command against a real daemon (localserve configuration,
     with a webapi worker process that serves part of the admin requests)."""
@@ -318,5 +456,75 @@ class ConsoleScriptTests(TestCase):
         self.assertEqual(code, 1)
         self.assertIn("cannot reach the moxtw admin API", err)
         self.url = env_url
+        await daemon.stop()
+        self.assertNotIn("Traceback", daemon.output)
+
+    async def test_hooks_commands_on_a_running_daemon(self) -> None:
+        """A webhook the receiver refuses stays queued; ``moxtw hooks list`` shows it with
+        its attempt; rescheduled to now it goes out at once (the admin API kicks the
+        webhook sender) and is listed as retired."""
+        receiver = HookReceiver(code=503)
+        site = server.Site(receiver)
+        site.noisy = False
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        hook_url = f"http://127.0.0.1:{listening.getHost().port}/hooks"
+
+        directory = Path(self.mktemp()).absolute()
+        path, _ = ensure_config(directory)
+        text = path.read_text()
+        ports = {n: free_port() for n in ("smtp", "submission", "submissions", "http", "metrics")}
+        for name, port in ports.items():
+            text = re.sub(rf"^{name} = \[.*\]", f'{name} = ["tcp:{port}:interface=127.0.0.1"]', text, flags=re.M)
+        path.write_text(text)
+        daemon = Daemon(self, "localserve", "--dir", str(directory), "--outgoing-webhook", hook_url).start()
+        await daemon.wait_for_port(ports["http"])
+        await daemon.wait_for_port(ports["smtp"])
+        self.url = f"http://127.0.0.1:{ports['http']}/admin/api/"
+
+        client = http_client(self)
+        request = {"To": [{"Address": "hooked@localhost"}], "Text": "hi"}
+        response = await client.post(f"http://127.0.0.1:{ports['http']}/webapi/v0/Send",
+                                      data={"request": json.dumps(request)}, auth=("mox@localhost", "moxmoxmox"))
+        body = json.loads(await response.content())
+        self.assertEqual(response.code, 200, body)
+        (msg_id,) = [s["QueueMsgID"] for s in body["Submissions"]]
+
+        # Delivered; its webhook is refused and waits for its next attempt (in a minute).
+        hooks: list[dict[str, Any]] = []
+        for _ in range(400):
+            code, out, err = await self.moxtw("hooks", "list", "--json")
+            self.assertEqual(code, 0, err)
+            hooks = json.loads(out)
+            if hooks and hooks[0]["Results"] and hooks[0]["Results"][-1]["Code"]:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        (hook,) = hooks
+        self.assertEqual((hook["QueueMsgID"], hook["OutgoingEvent"], hook["URL"], hook["Attempts"]),
+                         (msg_id, "delivered", hook_url, 1), daemon.output)  # fmt: skip
+        self.assertEqual(hook["Results"][0]["Response"], "not now")
+        code, out, err = await self.moxtw("hooks", "list")
+        self.assertEqual(code, 0, err)
+        header, row = out.splitlines()
+        self.assertTrue(header.startswith("ID "), out)
+        self.assertEqual(row.split()[:1] + row.split()[3:7], [str(hook["ID"]), "mox", "delivered", str(msg_id), "1"])
+        self.assertIn('http status "503 Service Unavailable", expected 2xx', row)
+        code, out, err = await self.moxtw("hooks", "cancel")
+        self.assertEqual(code, 2)
+
+        receiver.code = 200
+        code, out, err = await self.moxtw("hooks", "reschedule", "0", "--id", str(hook["ID"]))
+        self.assertEqual((code, out), (0, "1 webhook(s) rescheduled\n"), err)
+        for _ in range(400):
+            code, out, err = await self.moxtw("hooks", "retired", "--json")
+            self.assertEqual(code, 0, err)
+            if json.loads(out):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        (retired,) = json.loads(out)
+        self.assertEqual((retired["ID"], retired["Success"], retired["Attempts"]), (hook["ID"], True, 2), daemon.output)
+        self.assertEqual([b["Event"] for b in receiver.bodies], ["delivered", "delivered"])
+        code, out, err = await self.moxtw("hooks", "size")
+        self.assertEqual((code, out), (0, "0\n"), err)
         await daemon.stop()
         self.assertNotIn("Traceback", daemon.output)

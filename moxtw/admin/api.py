@@ -1,4 +1,5 @@
-"""The admin HTTP API: mox's admin queue methods as sherpa JSON calls (spec §4.7).
+"""The admin HTTP API: mox's admin queue and webhook-queue methods as sherpa JSON calls
+(spec §4.7).
 
 ``POST <base><Method>`` (base ``/admin/api/``) with ``Content-Type: application/json``
 and body ``{"params": [...]}``; the answer is ``{"result": ...}`` or, with status 200 as
@@ -28,9 +29,11 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
+from ..config import OUTGOING_EVENTS
 from ..passwords import PasswordVerifier
 from ..ratelimit import Limiter
 from ..store import admin as sa
+from ..store import webhooks as sw
 from ..webapi.gojson import GoJSONError, decode, encode, is_gostruct, parse_time
 from ..webapi.http import set_security_headers
 from . import types as t
@@ -154,7 +157,7 @@ def to_retired_filter(f: t.RetiredFilter) -> sa.RetiredFilter:
     )
 
 
-def to_sort(s: t.Sort | t.RetiredSort, fields: dict[str, str]) -> sa.Sort:
+def to_sort(s: t.Sort | t.RetiredSort | t.HookSort | t.HookRetiredSort, fields: dict[str, str]) -> sa.Sort:
     field = fields.get(s.Field)
     if field is None:
         names = ", ".join(repr(k) for k in fields)
@@ -172,6 +175,59 @@ def to_sort(s: t.Sort | t.RetiredSort, fields: dict[str, str]) -> sa.Sort:
 
 QUEUE_SORT = {"": "next_attempt", "NextAttempt": "next_attempt", "Queued": "queued"}
 RETIRED_SORT = {"": "last_activity", "LastActivity": "last_activity", "Queued": "queued"}
+HOOK_SORT = {"": "next_attempt", "NextAttempt": "next_attempt", "Submitted": "submitted"}
+HOOK_RETIRED_SORT = {"": "last_activity", "LastActivity": "last_activity", "Submitted": "submitted"}
+#: A webhook filter's Event: an outgoing event name, or "incoming".
+HOOK_EVENTS = (*OUTGOING_EVENTS, sw.INCOMING)
+
+
+def _absolute(text: str, what: str, now: float) -> tuple[str, float] | None:
+    """A time condition as the store's webhook filters take it: (op, absolute time)."""
+    condition = _condition(text, what)
+    return None if condition is None else (condition.op, condition.threshold(now))
+
+
+def _hook_common(ids: list[int] | None, max_: int, event: str) -> None:
+    if len(ids or ()) > MAX_IDS:
+        raise AdminError(f"too many IDs in the filter (at most {MAX_IDS})")
+    if max_ < 0:
+        raise AdminError(f"Max must be 0 (no limit) or more, got {max_}")
+    if event and event not in HOOK_EVENTS:
+        raise AdminError(f"unknown event {event!r}, expected one of {', '.join(HOOK_EVENTS)}")
+
+
+def to_hook_filter(f: t.HookFilter, now: float) -> sw.HookFilter:
+    _hook_common(f.IDs, f.Max, f.Event)
+    return sw.HookFilter(
+        max=f.Max,
+        ids=tuple(f.IDs or ()),
+        account=f.Account,
+        submitted=_absolute(f.Submitted, "Submitted", now),
+        next_attempt=_absolute(f.NextAttempt, "NextAttempt", now),
+        event=f.Event,
+    )
+
+
+def to_hook_retired_filter(f: t.HookRetiredFilter, now: float) -> sw.HookRetiredFilter:
+    _hook_common(f.IDs, f.Max, f.Event)
+    return sw.HookRetiredFilter(
+        max=f.Max,
+        ids=tuple(f.IDs or ()),
+        account=f.Account,
+        submitted=_absolute(f.Submitted, "Submitted", now),
+        last_activity=_absolute(f.LastActivity, "LastActivity", now),
+        event=f.Event,
+    )
+
+
+def to_hook_sort(s: t.HookSort | t.HookRetiredSort, fields: dict[str, str]) -> sw.HookSort:
+    sort = to_sort(s, fields)
+    return sw.HookSort(
+        field=sort.field,
+        asc=sort.asc,
+        last_id=sort.last_id,
+        last=None if sort.last_us is None else sort.last_us / 1_000_000,
+    )
 
 
 def _rule(r: RuleView) -> t.HoldRule:
@@ -214,6 +270,15 @@ class AdminAPI:
             "QueueDrop": ((("filter", t.Filter),), self.QueueDrop),
             "QueueRequireTLSSet": ((("filter", t.Filter), ("requireTLS", "bool?")), self.QueueRequireTLSSet),
             "RetiredList": ((("filter", t.RetiredFilter), ("sort", t.RetiredSort)), self.RetiredList),
+            "HookQueueSize": ((), self.HookQueueSize),
+            "HookList": ((("filter", t.HookFilter), ("sort", t.HookSort)), self.HookList),
+            "HookNextAttemptSet": ((("filter", t.HookFilter), ("minutes", "int")), self.HookNextAttemptSet),
+            "HookNextAttemptAdd": ((("filter", t.HookFilter), ("minutes", "int")), self.HookNextAttemptAdd),
+            "HookRetiredList": (
+                (("filter", t.HookRetiredFilter), ("sort", t.HookRetiredSort)),
+                self.HookRetiredList,
+            ),
+            "HookCancel": ((("filter", t.HookFilter),), self.HookCancel),
         }
 
     # --- methods ---------------------------------------------------------------------------
@@ -257,6 +322,28 @@ class AdminAPI:
         items = await self.ops.list_retired(to_retired_filter(f), to_sort(sort, RETIRED_SORT))
         return [t.msg_retired(i) for i in items]
 
+    async def HookQueueSize(self) -> int:
+        return await self.ops.hook_queue_size()
+
+    async def HookList(self, f: t.HookFilter, sort: t.HookSort) -> list[t.Hook]:
+        hooks = await self.ops.list_hooks(to_hook_filter(f, self.ops.now()), to_hook_sort(sort, HOOK_SORT))
+        return [t.hook(h) for h in hooks]
+
+    async def HookNextAttemptSet(self, f: t.HookFilter, minutes: int) -> int:
+        return await self.ops.reschedule_hooks(to_hook_filter(f, self.ops.now()), minutes, relative=False)
+
+    async def HookNextAttemptAdd(self, f: t.HookFilter, minutes: int) -> int:
+        return await self.ops.reschedule_hooks(to_hook_filter(f, self.ops.now()), minutes, relative=True)
+
+    async def HookRetiredList(self, f: t.HookRetiredFilter, sort: t.HookRetiredSort) -> list[t.HookRetired]:
+        hooks = await self.ops.list_retired_hooks(
+            to_hook_retired_filter(f, self.ops.now()), to_hook_sort(sort, HOOK_RETIRED_SORT)
+        )
+        return [t.hook_retired(h) for h in hooks]
+
+    async def HookCancel(self, f: t.HookFilter) -> int:
+        return await self.ops.cancel_hooks(to_hook_filter(f, self.ops.now()))
+
     # --- routing ---------------------------------------------------------------------------
 
     @app.route("/", branch=False, methods=["GET", "HEAD"])
@@ -273,10 +360,10 @@ class AdminAPI:
         return (
             '<!doctype html><html><head><meta charset="utf-8"><title>Admin API - moxtw</title></head>'
             "<body><h1>Admin API</h1>"
-            f"<p>mox's admin queue methods, sherpa style: POST <code>{{\"params\": [...]}}</code> "
+            f"<p>mox's admin queue and webhook methods, sherpa style: POST <code>{{\"params\": [...]}}</code> "
             "as <code>application/json</code> to <code>./&lt;Method&gt;</code>. "
-            f"{state} The <code>moxtw queue</code>, <code>moxtw holdrules</code> and "
-            "<code>moxtw retired</code> commands use it.</p>"
+            f"{state} The <code>moxtw queue</code>, <code>moxtw holdrules</code>, "
+            "<code>moxtw retired</code> and <code>moxtw hooks</code> commands use it.</p>"
             f"<ul>{items}</ul></body></html>"
         ).encode()
 

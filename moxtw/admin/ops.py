@@ -1,10 +1,11 @@
-"""Queue admin operations over the store, usable from any process that has the store.
+"""Queue and webhook-queue admin operations over the store, usable from any process that
+has the store.
 
 With ``[webapi] workers``, admin requests may be served by a worker process that has no
 :class:`~moxtw.queue.QueueService`; every operation therefore works on the store alone and
-then calls ``on_changed()`` when messages may have become due (a release, a reschedule),
-which kicks the queue: ``queue.kick`` in the daemon, a ``q`` to the main process in a
-worker.  Message files released by Fail and Drop are removed here, after the commit.
+then calls ``on_changed()`` when messages or webhooks may have become due (a release, a
+reschedule, a cancel), which kicks the queue and the webhook sender: directly in the
+daemon, with a ``q`` to the main process in a worker.  Message files released by Fail and Drop are removed here, after the commit.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from ..queue import dsn as dsnlib
 from ..queue.service import UNKNOWN_ACCOUNT_KEEP
 from ..store import Store, outbox
 from ..store import admin as sa
+from ..store import webhooks as sw
 from ..store.outbox import CANCELED_ERROR, AdminFailure
+from ..webhooks.service import UNKNOWN_ACCOUNT_KEEP as UNKNOWN_ACCOUNT_HOOK_KEEP
 
 
 class AdminError(Exception):
@@ -53,7 +56,8 @@ class QueueAdmin:
     store: Store
     config: Config
     clock: IReactorTime
-    #: Called after a change that may make messages due now (release, reschedule).
+    #: Called after a change that may make messages or webhooks due now (release,
+    #: reschedule, cancel).
     on_changed: Callable[[], None] = lambda: None
 
     log = Logger()
@@ -198,6 +202,53 @@ class QueueAdmin:
             await self.store.blobs.delete(keys)
             await self.store.db.run_batched("forget message files", outbox.forget_blobs, keys)
         return len(keys)
+
+    # --- webhooks (mox's Hook* admin methods) -----------------------------------------
+
+    def hook_keep_period(self, account: str) -> float:
+        acc = self.config.accounts.get(account)
+        return UNKNOWN_ACCOUNT_HOOK_KEEP if acc is None else acc.keep_retired_webhooks
+
+    async def hook_queue_size(self) -> int:
+        n: int = await self.store.db.run("webhook queue size", sw.hook_queue_size)
+        return n
+
+    async def list_hooks(self, f: sw.HookFilter, sort: sw.HookSort) -> list[sw.Hook]:
+        hooks: list[sw.Hook] = await self.store.db.run("list webhooks", sw.list_hooks, f, sort)
+        return hooks
+
+    async def list_retired_hooks(self, f: sw.HookRetiredFilter, sort: sw.HookSort) -> list[sw.RetiredHook]:
+        hooks: list[sw.RetiredHook] = await self.store.db.run(
+            "list retired webhooks", sw.list_retired_hooks, f, sort
+        )
+        return hooks
+
+    async def reschedule_hooks(self, f: sw.HookFilter, minutes: int, *, relative: bool) -> int:
+        """Next attempt = now + ``minutes`` (or, ``relative``, += ``minutes``) of the
+        matching webhooks that are not being sent right now; how many changed."""
+        n: int = await self.store.db.run_batched(
+            "reschedule webhooks", sw.reschedule_hooks, f, self.now(), minutes, relative=relative
+        )
+        self.log.info(
+            "admin: next attempt of {n} webhook(s) {how} {minutes}m",
+            n=n,
+            how="moved by" if relative else "set to now +",
+            minutes=minutes,
+        )
+        if n:
+            self.on_changed()
+        return n
+
+    async def cancel_hooks(self, f: sw.HookFilter) -> int:
+        """Retire the matching webhooks unsuccessfully ("canceled by admin")."""
+        n: int = await self.store.db.run_batched(
+            "cancel webhooks", sw.cancel_hooks, f, self.now(), self.hook_keep_period
+        )
+        self.log.info("admin: canceled {n} webhook(s)", n=n)
+        if n:
+            # A message's next webhook may have waited for the canceled one.
+            self.on_changed()
+        return n
 
     # --- hold rules ----------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """The admin API's JSON types, as Go structs of mox's ``queue`` and ``dns`` packages
-(spec §4.1, §4.4–4.6), and their conversion from store rows.
+(spec §3.4, §4.1, §4.4–4.6), and their conversion from store rows.
 
 Field names and order are mox's.  ``[]byte`` fields (``MsgPrefix``, ``DSNUTF8``) are
 base64 strings in JSON, declared here as ``str | None`` (``null`` when nil).
@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from ..address import domain_to_ascii
 from ..store.admin import QueueItem, RetiredItem, StoredHoldRule
 from ..store.outbox import AttemptRow
+from ..store.webhooks import Hook as StoredHook
+from ..store.webhooks import HookAttempt, RetiredHook
 from ..webapi.gojson import ZERO_TIME, GoInt, gostruct
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -198,6 +200,106 @@ class RetiredSort:
     Asc: bool = False
 
 
+# --- webhooks (mox's queue.Hook, HookRetired, HookResult, HookFilter, HookSort) -------------
+
+
+@gostruct("queue")
+class HookResult:
+    Start: datetime = ZERO_TIME
+    Duration: int = 0  # nanoseconds
+    URL: str = ""
+    Success: bool = False
+    Code: GoInt = 0
+    Error: str = ""
+    Response: str = ""
+
+
+@gostruct("queue")
+class Hook:
+    ID: int = 0
+    QueueMsgID: int = 0
+    FromID: str = ""
+    MessageID: str = ""
+    Subject: str = ""
+    Extra: dict[str, str] | None = None
+    Account: str = ""
+    URL: str = ""
+    Authorization: str = ""
+    IsIncoming: bool = False
+    OutgoingEvent: str = ""
+    Payload: str = ""
+    Submitted: datetime = ZERO_TIME
+    Attempts: GoInt = 0
+    NextAttempt: datetime = ZERO_TIME
+    Results: list[HookResult] | None = None
+
+
+@gostruct("queue")
+class HookRetired:
+    ID: int = 0
+    QueueMsgID: int = 0
+    FromID: str = ""
+    MessageID: str = ""
+    Subject: str = ""
+    Extra: dict[str, str] | None = None
+    Account: str = ""
+    URL: str = ""
+    #: Whether the request had an Authorization header (the value is not kept).
+    Authorization: bool = False
+    IsIncoming: bool = False
+    OutgoingEvent: str = ""
+    Payload: str = ""
+    Submitted: datetime = ZERO_TIME
+    SupersededByID: int = 0
+    Attempts: GoInt = 0
+    Results: list[HookResult] | None = None
+    Success: bool = False
+    LastActivity: datetime = ZERO_TIME
+    KeepUntil: datetime = ZERO_TIME
+
+
+@gostruct("queue")
+class HookFilter:
+    """``Event``: an outgoing event name or ``incoming``."""
+
+    Max: GoInt = 0
+    IDs: list[int] | None = None
+    Account: str = ""
+    Submitted: str = ""
+    NextAttempt: str = ""
+    Event: str = ""
+
+
+@gostruct("queue")
+class HookSort:
+    """``Field``: "" or ``NextAttempt`` (the default), ``Submitted``."""
+
+    Field: str = ""
+    LastID: int = 0
+    Last: str = ""
+    Asc: bool = False
+
+
+@gostruct("queue")
+class HookRetiredFilter:
+    Max: GoInt = 0
+    IDs: list[int] | None = None
+    Account: str = ""
+    Submitted: str = ""
+    LastActivity: str = ""
+    Event: str = ""
+
+
+@gostruct("queue")
+class HookRetiredSort:
+    """``Field``: "" or ``LastActivity`` (the default), ``Submitted``."""
+
+    Field: str = ""
+    LastID: int = 0
+    Last: str = ""
+    Asc: bool = False
+
+
 # --- conversion from store rows ------------------------------------------------------------
 
 
@@ -312,3 +414,72 @@ def hold_rule(rule_id: int, account: str, sender_domain: str, recipient_domain: 
 
 def stored_hold_rule(rule: StoredHoldRule) -> HoldRule:
     return hold_rule(rule.id, rule.account, rule.sender_domain, rule.recipient_domain)
+
+
+def _hook_results(attempts: Sequence[HookAttempt]) -> list[HookResult] | None:
+    if not attempts:
+        return None
+    return [
+        HookResult(
+            Start=to_time(a.start),
+            Duration=0 if a.duration is None else int(round(a.duration * 1e9)),
+            URL=a.url,
+            Success=a.success,
+            Code=a.code,
+            Error=a.error,
+            # A Go string holding the first 512 bytes; JSON shows invalid UTF-8 as U+FFFD.
+            Response=a.response.decode("utf-8", "replace"),
+        )
+        for a in attempts
+    ]
+
+
+def _hook_extra(text: str | None) -> dict[str, str] | None:
+    """A webhook's Extra: ``null`` when the message had none (incoming webhooks)."""
+    return None if text is None else _extra(text)
+
+
+def hook(item: StoredHook) -> Hook:
+    r = item.row
+    return Hook(
+        ID=r.id,
+        QueueMsgID=r.queue_msg_id,
+        FromID=r.from_id,
+        MessageID=r.message_id,
+        Subject=r.subject,
+        Extra=_hook_extra(r.extra),
+        Account=r.account,
+        URL=r.url,
+        Authorization=r.auth_header,
+        IsIncoming=r.is_incoming,
+        OutgoingEvent=r.event,
+        Payload=r.payload,
+        Submitted=to_time(r.created),
+        Attempts=r.attempts,
+        NextAttempt=to_time(r.next_attempt),
+        Results=_hook_results(item.attempts),
+    )
+
+
+def hook_retired(r: RetiredHook) -> HookRetired:
+    return HookRetired(
+        ID=r.id,
+        QueueMsgID=r.queue_msg_id,
+        FromID=r.from_id,
+        MessageID=r.message_id,
+        Subject=r.subject,
+        Extra=_hook_extra(r.extra),
+        Account=r.account,
+        URL=r.url,
+        Authorization=r.authorization,
+        IsIncoming=r.is_incoming,
+        OutgoingEvent=r.event,
+        Payload=r.payload,
+        Submitted=to_time(r.submitted),
+        SupersededByID=r.superseded_by_id,
+        Attempts=r.attempts,
+        Results=_hook_results(r.results),
+        Success=r.success,
+        LastActivity=to_time(r.last_activity),
+        KeepUntil=to_time(r.keep_until),
+    )

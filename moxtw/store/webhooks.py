@@ -684,7 +684,8 @@ class HookRetiredFilter:
 class HookSort:
     """Sort field ("" or "next_attempt"/"last_activity" (the default), "submitted"),
     descending unless ``asc``; ties by ID.  Pagination: ``last_id`` > 0 with ``last``
-    the previous page's last sort value gives the rows strictly after it."""
+    the previous page's last sort value gives the rows strictly after it (times
+    compared to the microsecond, the precision of the admin API's listings)."""
 
     field: str = ""
     asc: bool = False
@@ -721,13 +722,17 @@ def _order(sort: HookSort, default: str, columns: dict[str, str]) -> tuple[str, 
     if column is None:
         raise ValueError(f"unknown sort field {sort.field!r}")
     direction = "ASC" if sort.asc else "DESC"
+    # Ordered and compared in whole microseconds: the admin API lists times with
+    # microsecond precision, and a previous page's last value comes back in that form.
+    us = f"CAST(round({column} * 1000000) AS BIGINT)"
     where: list[str] = []
     args: list[Any] = []
     if sort.last_id > 0 and sort.last is not None:
         op = ">" if sort.asc else "<"
-        where.append(f"({column} {op} ? OR ({column} = ? AND id {op} ?))")
-        args += [sort.last, sort.last, sort.last_id]
-    return f" ORDER BY {column} {direction}, id {direction}", where, args
+        last_us = round(sort.last * 1_000_000)
+        where.append(f"({us} {op} ? OR ({us} = ? AND id {op} ?))")
+        args += [last_us, last_us, sort.last_id]
+    return f" ORDER BY {us} {direction}, id {direction}", where, args
 
 
 def _select_hooks(cursor: Any, f: HookFilter, sort: HookSort | None = None) -> list[HookRow]:

@@ -1,5 +1,7 @@
 """``moxtw hooks ...``: signing secrets and test requests (``add_cli`` adds them to the
-``moxtw`` command's subparsers)."""
+``moxtw`` command's subparsers).  The webhook-queue commands that talk to a running
+daemon (``list``, ``size``, ``retired``, ``reschedule``, ``cancel``) are added by
+:func:`moxtw.cli.add_hooks_admin_commands`, next to the other admin API commands."""
 
 from __future__ import annotations
 
