@@ -22,13 +22,12 @@ they have no side effects outside the database.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import attrs
 
-from ..config import WebhookConfig, parse_duration
+from ..config import WebhookConfig
 
 __all__ = [
     "CANCELED_ERROR",
@@ -58,7 +57,6 @@ __all__ = [
     "insert_incoming",
     "list_hooks",
     "list_retired_hooks",
-    "parse_time_filter",
     "remove_expired_retired_hooks",
     "reschedule_hooks",
 ]
@@ -633,27 +631,6 @@ def get_retired_hook(cursor: Any, hook_id: int) -> RetiredHook | None:
 
 
 # --- admin: filters, listing, rescheduling, canceling ---------------------------------
-
-_GO_DURATION_RE = re.compile(r"^([+-]?)((?:\d+(?:\.\d+)?(?:h|ms|m|s))+)$")
-
-
-def parse_time_filter(text: str, now: float) -> tuple[str, float] | None:
-    """mox's Submitted/NextAttempt/LastActivity filter: ``"<"`` or ``">"`` followed by
-    ``now`` or a Go duration (``"<-1h"``: before an hour ago).  "" gives None; anything
-    else raises ``ValueError``."""
-    if not text:
-        return None
-    op, rest = text[:1], text[1:].strip()
-    if op not in ("<", ">"):
-        raise ValueError(f"time filter must start with < or >, got {text!r}")
-    if rest == "now":
-        return op, now
-    m = _GO_DURATION_RE.match(rest)
-    if m is None:
-        raise ValueError(f"bad duration {rest!r} in time filter")
-    seconds = parse_duration(m.group(2))
-    return op, now - seconds if m.group(1) == "-" else now + seconds
-
 
 @attrs.frozen
 class HookFilter:

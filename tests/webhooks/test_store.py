@@ -271,18 +271,6 @@ class AdminTests(TestCase):
         self.assertEqual(await h.run(sw.hook_attempts, self.a1), [])
 
 
-class TimeFilterTests(SynchronousTestCase):
-    def test_parse(self) -> None:
-        now = 1000.0
-        self.assertIsNone(sw.parse_time_filter("", now))
-        self.assertEqual(sw.parse_time_filter("<now", now), ("<", now))
-        self.assertEqual(sw.parse_time_filter(">1h", now), (">", now + 3600))
-        self.assertEqual(sw.parse_time_filter("<-1h30m", now), ("<", now - 5400))
-        self.assertEqual(sw.parse_time_filter(">+10s", now), (">", now + 10))
-        for bad in ("1h", "=now", "<soon", "<1d"):
-            self.assertRaises(ValueError, sw.parse_time_filter, bad, now)
-
-
 class MigrationTests(SynchronousTestCase):
     def test_0005_applies_after_0004_and_keeps_events(self) -> None:
         """A version 4 database with events gets the webhook columns (events wait for
