@@ -34,6 +34,11 @@ Two modes:
   Deliveries/s = N / (last delivery end - first attempt start); latency = delivery end -
   first attempt start (the wait in a queue released all at once), and attempt duration.
 
+With the default ``--domains 1`` at most ``--max-per-domain`` (10) deliveries run at once,
+so the figure is bound by how long one delivery holds its slot (claim, message file,
+SMTP conversation, slot release) as much as by the daemon's CPU; ``--domains 20`` lets
+``--max-concurrent`` (100) apply.
+
 ``--runs R`` repeats the whole thing with fresh directories.  ``--profile FILE`` records
 the daemon with py-spy (``--format raw``, collapsed stacks, ``--gil``: only the thread
 holding the GIL, unless ``--profile-all-threads``; the main process, plus HTTP workers
@@ -447,7 +452,8 @@ def run_once(args: argparse.Namespace, number: int, password_hash: str) -> dict[
     procs: list[subprocess.Popen[Any]] = []
     daemon: Daemon | None = None
     profiler: Profiler | None = None
-    figures: dict[str, Any] = {"run": number, "mode": "preload" if args.preload else "live", "sink": sink_name}
+    figures: dict[str, Any] = {"run": number, "mode": "preload" if args.preload else "live", "sink": sink_name,
+                               "domains": args.domains, "max_per_domain": args.max_per_domain}
     try:
         peers = subprocess.Popen(peers_argv, stdout=subprocess.PIPE, text=True, env=env(), cwd=str(ROOT))
         procs.append(peers)
@@ -563,7 +569,8 @@ def run_once(args: argparse.Namespace, number: int, password_hash: str) -> dict[
 
 def describe(f: dict[str, Any]) -> str:
     lat = "latency (release→delivered)" if f["mode"] == "preload" else "latency (queued→delivered)"
-    parts = [f"run {f['run']} [{f['mode']}, {f['sink']}]: {f.get('delivered', 0)} delivered"]
+    limits = f"{f['domains']} domain{'s' if f['domains'] != 1 else ''}, max {f['max_per_domain']} per domain"
+    parts = [f"run {f['run']} [{f['mode']}, {f['sink']}, {limits}]: {f.get('delivered', 0)} delivered"]
     if f.get("deliveries_per_s") is not None:
         parts.append(f"{f['deliveries_per_s']} deliveries/s over {f['delivery_span_s']} s")
         parts.append(f"{lat} p50 {ms(f['latency_p50'])}, p99 {ms(f['latency_p99'])}, max {ms(f['latency_max'])}")

@@ -43,6 +43,7 @@ Policy, decided here and relied on by the queue:
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -187,9 +188,13 @@ class _Unverified:
         return conn
 
 
-def _is_ip(host: str) -> bool:
-    import ipaddress
+@functools.lru_cache(maxsize=1024)
+def _unverified(hostname: str) -> _Unverified:
+    """The (immutable) opportunistic TLS creator for ``hostname``, made once per host."""
+    return _Unverified(hostname)
 
+
+def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -228,6 +233,10 @@ class DeliveryClient(smtp.ESMTPClient):
     :class:`_Outcome` once the connection is closed."""
 
     debug = False
+    #: ESMTPClient routes every attribute assignment through a Python __setattr__ that
+    #: only exists for the deprecated ``tlsMode`` (never used here); the state machine
+    #: assigns attributes on every reply, so use plain assignment.
+    __setattr__ = object.__setattr__
 
     def __init__(self, params: _Params, context: IOpenSSLClientConnectionCreator | None, clock: Any) -> None:
         super().__init__(secret=None, contextFactory=context, identity=params.ehlo_hostname.encode("idna"))
@@ -538,6 +547,9 @@ class DeliveryClient(smtp.ESMTPClient):
 
 
 class _Factory(ClientFactory):
+    #: No "Starting/Stopping factory" log lines: one factory per connection.
+    noisy = False
+
     def __init__(self, proto: DeliveryClient) -> None:
         self.proto = proto
 
@@ -555,7 +567,7 @@ async def _connect_once(
         if params.require_tls:
             context = ssl.optionsForClientTLS(host, trustRoot=trust_root)
         else:
-            context = _Unverified(host)
+            context = _unverified(host)
     proto = DeliveryClient(params, context, reactor)
     endpoint_class = TCP6ClientEndpoint if ":" in ip else TCP4ClientEndpoint
     endpoint = endpoint_class(reactor, ip, port, timeout=params.timeouts.connect)

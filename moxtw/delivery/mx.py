@@ -16,6 +16,7 @@ temporary.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from typing import TypeVar
@@ -24,6 +25,8 @@ import attrs
 import dns.exception
 import dns.name
 import dns.nameserver
+import dns.rdataclass
+import dns.rdatatype
 import dns.resolver
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
@@ -73,7 +76,8 @@ def make_dns_resolver(config: DNSConfig) -> dns.resolver.Resolver:
     there are none, the system's (resolv.conf); ``timeout`` bounds each whole lookup.
 
     Answers are cached as their TTLs allow (dnspython's LRU cache, thread-safe): a burst
-    of messages to one domain costs one MX lookup, not one per delivery.
+    of messages to one domain costs one MX lookup, not one per delivery, and
+    :class:`Resolver` answers from the cache without going through its thread pool.
     """
     if config.nameservers:
         resolver = dns.resolver.Resolver(configure=False)
@@ -107,7 +111,10 @@ def _ip_literal(domain: str) -> str | None:
     return str(ip)
 
 
+@functools.lru_cache(maxsize=4096)
 def _name(domain: str) -> dns.name.Name:
+    """The absolute DNS name of ``domain`` (IDNA 2008).  Names are immutable, so the
+    conversion, costly for every delivery, is kept."""
     try:
         if _IDNA is not None:
             return dns.name.from_unicode(domain.rstrip(".") + ".", idna_codec=_IDNA)
@@ -116,6 +123,16 @@ def _name(domain: str) -> dns.name.Name:
         raise DNSError(f"invalid domain {domain!r}: {e}", permanent=True) from e
 
 
+@functools.lru_cache(maxsize=4096)
+def _ip(host: str) -> str | None:
+    """``host`` as a normalised IP address if it is one, else None."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
 def _host_text(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower()
 
@@ -139,6 +156,16 @@ class Resolver:
         result: T = await deferToThreadPool(self.reactor, self.pool, fn)
         return result
 
+    def _cached(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> dns.resolver.Answer | None:
+        """The answer ``resolve`` would take from its cache (unexpired; NODATA included),
+        or None.  Reading the cache does not block, so it is done on the calling thread:
+        a cache hit costs no trip through the pool."""
+        cache = self.dns_resolver.cache
+        if cache is None:
+            return None
+        answer: dns.resolver.Answer | None = cache.get((name, rdtype, dns.rdataclass.IN))
+        return answer
+
     def _query(self, name: dns.name.Name, rdtype: str) -> dns.resolver.Answer:
         """Blocking: runs in the pool.  Raises DNSError; no records → empty answer."""
         try:
@@ -160,7 +187,9 @@ class Resolver:
         if ip is not None:
             return [Host(name=domain, ip=ip)]
         name = _name(domain)
-        answer = await self._in_thread(lambda: self._query(name, "MX"))
+        answer = self._cached(name, dns.rdatatype.MX)
+        if answer is None:
+            answer = await self._in_thread(lambda: self._query(name, "MX"))
         records = [] if answer.rrset is None else list(answer.rrset)
         if not records:
             # RFC 5321 §5.1: no MX records, the domain itself is the host (implicit MX);
@@ -185,11 +214,15 @@ class Resolver:
         Raises DNSError when neither lookup gives an address: permanent when the name does
         not exist or has no address records, temporary if a lookup failed.
         """
-        try:
-            return [str(ipaddress.ip_address(hostname))]
-        except ValueError:
-            pass
+        literal = _ip(hostname)
+        if literal is not None:
+            return [literal]
         name = _name(hostname)
+        aaaa, a = self._cached(name, dns.rdatatype.AAAA), self._cached(name, dns.rdatatype.A)
+        if aaaa is not None and a is not None:
+            ips = [rr.address for answer in (aaaa, a) if answer.rrset is not None for rr in answer.rrset]
+            if ips:
+                return ips
 
         def lookup() -> tuple[list[str], DNSError | None]:
             ips: list[str] = []

@@ -2,13 +2,15 @@
 
 One pass (:meth:`QueueService.run_once`) claims what is due within the concurrency limits
 (one short transaction), starts a worker per batch and arms a single timer for the next
-due time; :meth:`QueueService.kick` (new message queued, worker finished, timer) starts
-the next pass.  Nothing polls: with nothing due, the service sleeps until the next
-``next_attempt`` (at most ``max_sleep``, so daemons sharing a database notice each
-other's messages).  Each worker reads the message file, calls the transport with no
-transaction open, and writes every message's result back under its attempt token
-(:func:`moxtw.store.outbox.finish_attempt`): state change, attempt history, event,
-suppression and DSN in one transaction.
+due time; :meth:`QueueService.kick` (new message queued or released, timer) and a
+finished delivery start the next pass.  Nothing polls: with nothing due, the service
+sleeps until the next ``next_attempt`` (at most ``max_sleep``, so daemons sharing a
+database notice each other's messages).  Each worker reads the message file, calls the
+transport with no transaction open, and writes every message's result back under its
+attempt token (:func:`moxtw.store.outbox.finish_attempt`): state change, attempt
+history, event, suppression and DSN in one transaction.  A delivery's slot is free as
+soon as its results are queued for that transaction, so the claim it lets in commits
+together with them (group commit) or later.
 """
 
 from __future__ import annotations
@@ -80,6 +82,14 @@ class QueueService(Service):
     #: Tasks (passes, workers, cleanups) running that are not waiting for a transport.
     _active: int = attrs.field(init=False, default=0)
     _watchers: list[Deferred[None]] = attrs.field(init=False, factory=list)
+    #: Counts kick()s: a claim's ``settled`` (see outbox.claim_due) holds for the
+    #: next pass only if no kick came in between.
+    _generation: int = attrs.field(init=False, default=0)
+    _settled: outbox.Settled | None = attrs.field(init=False, default=None)
+    _settled_generation: int = attrs.field(init=False, default=-1)
+    #: Message files released by finished attempts, waiting for _release_files.
+    _unreferenced: list[str] = attrs.field(init=False, factory=list)
+    _releasing: bool = attrs.field(init=False, default=False)
 
     log = Logger()
 
@@ -132,7 +142,13 @@ class QueueService(Service):
         return Deferred.fromCoroutine(self._stop())
 
     def kick(self) -> None:
-        """Look at the queue now (a message was queued or released, a slot came free)."""
+        """Look at the whole queue now: a message was queued, released or rescheduled,
+        or its time came (anything but this service's own claims and freed slots)."""
+        self._generation += 1
+        self._look()
+
+    def _look(self) -> None:
+        """Start a pass (or another one after the current pass)."""
         if self._stopping or not self.running:
             return
         if self._pass is not None:
@@ -171,7 +187,7 @@ class QueueService(Service):
             await w
 
     async def _passes(self) -> None:
-        # _pass is set by kick() once this yields; it is cleared when the loop ends.
+        # _pass is set by _look() once this yields; it is cleared when the loop ends.
         try:
             while True:
                 self._again = False
@@ -205,6 +221,7 @@ class QueueService(Service):
             return 0  # a finishing delivery kicks
         counts = dict(self._domain_batches)
         now = self.clock.seconds()
+        generation = self._generation
         result: outbox.ClaimResult = await self.store.db.run_batched(
             "claim queue messages",
             outbox.claim_due,
@@ -216,7 +233,12 @@ class QueueService(Service):
             backoff=self.backoff,
             lease_minimum=self.lease_minimum,
             new_token=self.new_token,
+            settled=self._settled if self._settled_generation == generation else None,
         )
+        if self._generation == generation:
+            self._settled, self._settled_generation = result.settled, generation
+        else:
+            self._settled = None
         for batch in result.batches:
             domain = batch[0].row.recipient_domain
             for c in batch:
@@ -231,6 +253,7 @@ class QueueService(Service):
 
     async def _deliver(self, batch: list[Claimed]) -> None:
         first = batch[0].row
+        released = requeued = False
         try:
             data: bytes | None
             try:
@@ -250,18 +273,33 @@ class QueueService(Service):
             ds = [
                 Deferred.fromCoroutine(self._finish(c, outcomes.get(c.row.id), data, duration)) for c in batch
             ]
-            await DeferredList(ds, consumeErrors=True)
+            # Each _finish has queued its result for the database before its first
+            # await: the delivery is over and its slot is free.  The claim this frees is
+            # queued after these results, so it commits with them or later, never before.
+            # The messages stay excluded from claims (_in_flight) until they are written.
+            released = True
+            self._release_slot(first.recipient_domain)
+            results = await DeferredList(ds, consumeErrors=True)
+            requeued = any(ok and kind == outbox.DELAYED for ok, kind in results)
         except Exception:
             self.log.failure("delivering queue messages {ids}", ids=[c.row.id for c in batch])
         finally:
             for c in batch:
                 self._in_flight.pop(c.row.id, None)
-            self._batches -= 1
-            domain = first.recipient_domain
-            self._domain_batches[domain] -= 1
-            if not self._domain_batches[domain]:
-                del self._domain_batches[domain]
-            self.kick()
+            if not released:
+                self._release_slot(first.recipient_domain)
+            elif requeued:
+                # A retry may be due already (tiny retry intervals): the pass the slot
+                # started could not claim it while it was still in flight, and what
+                # that pass learned (settled) does not cover it.
+                self.kick()
+
+    def _release_slot(self, domain: str) -> None:
+        self._batches -= 1
+        self._domain_batches[domain] -= 1
+        if not self._domain_batches[domain]:
+            del self._domain_batches[domain]
+        self._look()
 
     async def _transport(self, batch: list[Claimed], send: Sequence[Claimed], data: bytes) -> dict[int, RecipientOutcome]:
         first = send[0].row
@@ -329,7 +367,10 @@ class QueueService(Service):
             return outbox.FAILED, outcome
         return outbox.DELAYED, outcome
 
-    async def _finish(self, c: Claimed, outcome: RecipientOutcome | None, data: bytes | None, duration: float) -> None:
+    async def _finish(
+        self, c: Claimed, outcome: RecipientOutcome | None, data: bytes | None, duration: float
+    ) -> str | None:
+        """Write the attempt's result; the kind written (None: the lease was lost)."""
         row = c.row
         kind, o = self._decide(c, outcome)
         now = self.clock.seconds()
@@ -384,7 +425,7 @@ class QueueService(Service):
                 attempt=row.attempts,
                 id=row.id,
             )
-            return
+            return None
         if self.on_event is not None:
             self.on_event()
         self.log.info(
@@ -397,19 +438,29 @@ class QueueService(Service):
         )
         if result.unreferenced:
             self._release_later(result.unreferenced)
+        return kind
 
     def _release_later(self, keys: Sequence[str]) -> None:
         """Remove the message files this attempt released, after its slot is free (files a
-        crash leaves behind are found by the hourly cleanup)."""
+        crash leaves behind are found by the hourly cleanup).  Files released while a
+        removal runs are removed together next, in one trip to the blob and database
+        threads."""
+        self._unreferenced.extend(keys)
+        if not self._releasing:
+            self._releasing = True
+            self._track(Deferred.fromCoroutine(self._release_files()))
 
-        async def run() -> None:
-            try:
-                await self.store.blobs.delete(list(keys))
-                await self.store.db.run_batched("forget message files", outbox.forget_blobs, list(keys))
-            except Exception:
-                self.log.failure("removing message files {keys}", keys=list(keys))
-
-        self._track(Deferred.fromCoroutine(run()))
+    async def _release_files(self) -> None:
+        try:
+            while self._unreferenced:
+                keys, self._unreferenced = self._unreferenced, []
+                try:
+                    await self.store.blobs.delete(keys)
+                    await self.store.db.run_batched("forget message files", outbox.forget_blobs, keys)
+                except Exception:
+                    self.log.failure("removing message files {keys}", keys=keys)
+        finally:
+            self._releasing = False
 
     # --- retirement, cleanup, admin ------------------------------------------------
 

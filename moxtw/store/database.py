@@ -70,6 +70,8 @@ class Database:
     _pool: adbapi.ConnectionPool | None = None
     _pending: list[_Pending] = attrs.Factory(list)
     _committing: bool = False
+    #: A batch start is scheduled for the end of this reactor turn.
+    _starting: bool = False
     #: Number of batches and requests committed, for metrics and tests.
     batches: int = 0
     batched_requests: int = 0
@@ -100,7 +102,7 @@ class Database:
 
     async def stop(self) -> None:
         """Wait for queued batches, then close the pool."""
-        while self._pending or self._committing:
+        while self._pending or self._committing or self._starting:
             await deferLater(self.reactor, 0.01, lambda: None)
         if self._pool is not None:
             pool, self._pool = self._pool, None
@@ -181,9 +183,18 @@ class Database:
             function = functools.partial(function, **kwargs)
         d: Deferred[T] = Deferred()
         self._pending.append(_Pending(description, function, args, d, prepare, undo))
+        if not self._committing and not self._starting:
+            # Start at the end of this reactor turn, not now: the requests one event
+            # leads to (a delivery's results and the claim of its successor, say) then
+            # share a transaction instead of the first one committing on its own.
+            self._starting = True
+            self.reactor.callLater(0, self._start)
+        return d
+
+    def _start(self) -> None:
+        self._starting = False
         if not self._committing:
             self._next_batch()
-        return d
 
     def _next_batch(self) -> None:
         if not self._pending:
@@ -219,20 +230,26 @@ class Database:
         return results
 
     def _batch_done(self, results: list[Any] | Failure, batch: list[_Pending]) -> None:
-        self._committing = False
         self.batches += 1
         self.batched_requests += len(batch)
-        if isinstance(results, Failure):
-            for item in batch:
-                item.discard()
-                item.deferred.errback(results)
-        else:
-            for item, result in zip(batch, results, strict=True):
-                if isinstance(result, Failure):
-                    item.deferred.errback(result)
-                else:
-                    item.deferred.callback(result)
-        self._next_batch()
+        # Still "committing" while the callbacks run: what they submit (the next claim
+        # after a finished delivery, say) waits and goes into the next batch together,
+        # instead of the first request starting a transaction of its own and the rest
+        # another one queued behind it.
+        try:
+            if isinstance(results, Failure):
+                for item in batch:
+                    item.discard()
+                    item.deferred.errback(results)
+            else:
+                for item, result in zip(batch, results, strict=True):
+                    if isinstance(result, Failure):
+                        item.deferred.errback(result)
+                    else:
+                        item.deferred.callback(result)
+        finally:
+            self._committing = False
+            self._next_batch()
 
 
 # --- migrations --------------------------------------------------------------------

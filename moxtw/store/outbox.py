@@ -234,42 +234,84 @@ class ClaimResult:
     next_due: float | None
     #: Whether due messages were left because of the concurrency limits.
     limited: bool
+    #: When the scan read every due message: (``now``, the full domains).  Every due
+    #: message not claimed then was in one of these domains or excluded (see
+    #: ``settled`` of :func:`claim_due`).  None when the slots ran out first.
+    settled: Settled | None = None
 
 
 # --- claiming ------------------------------------------------------------------------
 
 
+#: (time, domains): at that time every due, unheld message outside these domains was
+#: claimed or being delivered (see :func:`claim_due`).
+Settled = tuple[float, frozenset[str]]
+
+#: Where a claim's scan of due messages starts: the first page is small (a pass after one
+#: delivery finished has one slot to fill) and each further page twice the size.
+FIRST_PAGE = 8
+
+
 def _select_due(
-    cursor: Any, now: float, after: tuple[float, int], page: int, skip_domains: Collection[str] = ()
-) -> list[QueueRow]:
+    cursor: Any,
+    now: float,
+    after: tuple[float, int],
+    page: int,
+    skip_domains: Collection[str] = (),
+    since: float | None = None,
+) -> list[tuple[int, float, str, int, int]]:
+    """(id, next_attempt, recipient_domain, base_id, attempts) of due, unheld messages after
+    ``after`` in (next_attempt, id) order, outside ``skip_domains``, due after ``since``:
+    only what deciding a claim needs (the full rows of the claimed messages come back from
+    their lease, see :func:`_lease`)."""
     skip = ""
     if skip_domains:
         skip = f" AND recipient_domain NOT IN ({', '.join('?' for _ in skip_domains)})"
+    if since is not None:
+        skip += " AND next_attempt > ?"
     cursor.execute(
-        f"SELECT {_MSG_COLUMNS} FROM queue_msg WHERE hold = 0 AND next_attempt <= ?"
+        "SELECT id, next_attempt, recipient_domain, base_id, attempts FROM queue_msg"
+        " WHERE hold = 0 AND next_attempt <= ?"
         f" AND (next_attempt > ? OR (next_attempt = ? AND id > ?)){skip}"
         " ORDER BY next_attempt, id LIMIT ?",
-        (now, after[0], after[0], after[1], *skip_domains, page),
+        (now, after[0], after[0], after[1], *skip_domains, *(() if since is None else (since,)), page),
     )
-    return [_queue_row(r) for r in cursor.fetchall()]
+    rows: list[tuple[int, float, str, int, int]] = cursor.fetchall()
+    return rows
 
 
-def _siblings(cursor: Any, row: QueueRow, now: float) -> list[QueueRow]:
+def _siblings(cursor: Any, msg_id: int, now: float) -> list[int]:
+    """IDs of the due, unheld messages that go in one transaction with ``msg_id``: the same
+    submission (base_id), recipient domain, attempt count, transport and RequireTLS."""
     cursor.execute(
-        f"SELECT {_MSG_COLUMNS} FROM queue_msg WHERE base_id = ? AND id != ? AND hold = 0"
-        " AND next_attempt <= ? AND recipient_domain = ? AND attempts = ? AND transport = ?"
-        " AND require_tls IS ? ORDER BY id",
-        (
-            row.base_id,
-            row.id,
-            now,
-            row.recipient_domain,
-            row.attempts,
-            row.transport,
-            None if row.require_tls is None else int(row.require_tls),
-        ),
+        "SELECT s.id FROM queue_msg l JOIN queue_msg s ON s.base_id = l.base_id"
+        " WHERE l.id = ? AND s.id != l.id AND s.hold = 0 AND s.next_attempt <= ?"
+        " AND s.recipient_domain = l.recipient_domain AND s.attempts = l.attempts AND s.transport = l.transport"
+        " AND s.require_tls IS l.require_tls ORDER BY s.id",
+        (msg_id, now),
     )
-    return [_queue_row(r) for r in cursor.fetchall()]
+    return [int(r[0]) for r in cursor.fetchall()]
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _suppressed(cursor: Any, rows: Sequence[QueueRow]) -> set[tuple[str, str]]:
+    """(account, base address) of the recipients of ``rows`` on their account's
+    suppression list (one query per account and 500 addresses)."""
+    wanted: dict[str, set[str]] = {}
+    for row in rows:
+        wanted.setdefault(row.account, set()).add(base_address(row.recipient))
+    found: set[tuple[str, str]] = set()
+    for account, bases in wanted.items():
+        for chunk in _chunks(sorted(bases)):
+            cursor.execute(
+                f"SELECT base_address FROM suppression WHERE account = ? AND base_address IN ({', '.join('?' * len(chunk))})",
+                (account, *chunk),
+            )
+            found.update((account, r[0]) for r in cursor.fetchall())
+    return found
 
 
 def claim_due(
@@ -283,6 +325,7 @@ def claim_due(
     lease_minimum: float,
     new_token: Callable[[], str],
     saturated: Collection[str] = (),
+    settled: Settled | None = None,
     page: int = 200,
 ) -> ClaimResult:
     """Claim up to ``slots`` batches of due, unheld messages, by ascending next_attempt.
@@ -290,75 +333,111 @@ def claim_due(
     ``domain_slots(domain)`` says how many more batches may go to a recipient domain now;
     ``saturated`` are domains known to have none.  Their messages are left out in the
     query itself, and a domain that fills up during the claim is added and the query
-    resumed: a backlog for one busy domain costs nothing per pass (scanning it on every
-    pass made each pass O(backlog)).  ``exclude`` are IDs this daemon is still delivering
-    (their lease may have run out).  ``backoff(n)`` is the wait after the (n+1)th attempt
-    fails.
+    resumed: a backlog for one busy domain is not read on every pass.  ``exclude`` are IDs
+    this daemon is still delivering (their lease may have run out).  ``backoff(n)`` is the
+    wait after the (n+1)th attempt fails.
+
+    The scan reads a few columns of a page of due messages at a time (``FIRST_PAGE``
+    rows, doubling up to ``page``); only the claimed messages' rows are read in full, once
+    their leases are written.
+
+    Leaving domains out of the query still makes SQLite step over their due messages,
+    so a backlog would be read again by every pass.  ``settled`` avoids that: it is the
+    ``settled`` of an earlier result, passed when the caller knows that nothing but time
+    and its own claims has changed the queue since (no message queued, released,
+    rescheduled or given back).  Once the domains full then are all full in this claim,
+    messages outside them due by then were claimed then, so only messages due since are
+    read.
     """
-    # Rows of full domains are not selected, so most rows read are claimed: read little
-    # more than there are slots (a pass after one delivery finished has one slot).
-    page = min(page, 2 * slots + 8)
-    batches: list[list[Claimed]] = []
+    limit = page
+    page = min(limit, FIRST_PAGE)
+    # (rows of the batch, token, backoff) of each batch claimed, in claim order.
+    leased: list[tuple[list[QueueRow], str, float]] = []
     used: dict[str, int] = {}
     full: set[str] = set(saturated)
     claimed_ids: set[int] = set()
     limited = bool(full)
+    # Whether every due message was read (what is left is in full domains or excluded).
+    exhausted = False
     after = (-1e300, 0)
-    while slots > len(batches):
-        rows = _select_due(cursor, now, after, page, sorted(full))
+    while slots > len(leased):
+        since = settled[0] if settled is not None and settled[1] <= full else None
+        rows = _select_due(cursor, now, after, page, sorted(full), since)
         if not rows:
+            exhausted = True
             break
-        requery = False
-        for row in rows:
-            if row.id in exclude or row.id in claimed_ids:
-                after = (row.next_attempt, row.id)
+        requery = stopped = False
+        for msg_id, next_attempt, domain, base_id, attempts in rows:
+            if msg_id in exclude or msg_id in claimed_ids:
+                after = (next_attempt, msg_id)
                 continue
-            if len(batches) >= slots:
-                limited = True
+            if len(leased) >= slots:
+                limited = stopped = True
                 break
-            domain = row.recipient_domain
             if used.get(domain, 0) >= domain_slots(domain):
                 # Resume from this row with the domain left out.
                 full.add(domain)
                 limited = requery = True
                 break
-            after = (row.next_attempt, row.id)
-            group = [row]
-            if row.base_id:
-                group += [s for s in _siblings(cursor, row, now) if s.id not in exclude and s.id not in claimed_ids]
-            wait = backoff(row.attempts)
-            token = new_token()
-            batch = [_claim(cursor, r, now, token, wait, lease_minimum) for r in group]
-            claimed_ids.update(r.id for r in group)
+            after = (next_attempt, msg_id)
+            ids = [msg_id]
+            if base_id:
+                ids += [s for s in _siblings(cursor, msg_id, now) if s not in exclude and s not in claimed_ids]
+            claimed_ids.update(ids)
             used[domain] = used.get(domain, 0) + 1
-            batches.append(batch)
+            token, wait = new_token(), backoff(attempts)
+            leased.append((_lease(cursor, ids, token, wait, now, lease_minimum), token, wait))
         if not requery and len(rows) < page:
+            exhausted = not stopped
             break
-    if not limited and len(batches) >= slots:
+        page = min(2 * page, limit)
+    if not limited and len(leased) >= slots:
         cursor.execute(
             "SELECT 1 FROM queue_msg WHERE hold = 0 AND next_attempt <= ? LIMIT 1", (now,)
         )
         limited = cursor.fetchone() is not None
+    batches = _claimed(cursor, leased, now)
     cursor.execute("SELECT min(next_attempt) FROM queue_msg WHERE hold = 0 AND next_attempt > ?", (now,))
     (next_due,) = cursor.fetchone()
-    return ClaimResult(batches, None if next_due is None else float(next_due), limited)
+    return ClaimResult(
+        batches, None if next_due is None else float(next_due), limited, (now, frozenset(full)) if exhausted else None
+    )
 
 
-def _claim(cursor: Any, row: QueueRow, now: float, token: str, wait: float, lease_minimum: float) -> Claimed:
-    attempts = row.attempts + 1
+def _lease(cursor: Any, ids: list[int], token: str, wait: float, now: float, lease_minimum: float) -> list[QueueRow]:
+    """Take the lease of a batch's messages: one attempt more, ``next_attempt`` pushed
+    past the attempt (at least the backoff ``wait``), the batch's token, and an
+    in-progress attempt row each.  Returns the rows as updated, in the order of ``ids``."""
     lease_until = now + max(wait, lease_minimum)
-    cursor.execute(
-        "UPDATE queue_msg SET attempts = ?, last_attempt = ?, next_attempt = ?, lease_token = ?,"
-        " last_result = 'delivering...' WHERE id = ?",
-        (attempts, now, lease_until, token, row.id),
-    )
-    cursor.execute(
-        "INSERT INTO queue_attempt (msg_id, attempt, token, start) VALUES (?, ?, ?, ?)",
-        (row.id, attempts, token, now),
-    )
-    suppressed = suppression_present(cursor, row.account, base_address(row.recipient))
-    updated = attrs.evolve(row, attempts=attempts, last_attempt=now, next_attempt=lease_until, lease_token=token)
-    return Claimed(updated, token, now, wait, suppressed)
+    rows: dict[int, QueueRow] = {}
+    for chunk in _chunks(ids):
+        marks = ", ".join("?" * len(chunk))
+        cursor.execute(
+            "UPDATE queue_msg SET attempts = attempts + 1, last_attempt = ?, next_attempt = ?, lease_token = ?,"
+            f" last_result = 'delivering...' WHERE id IN ({marks}) RETURNING {_MSG_COLUMNS}",
+            (now, lease_until, token, *chunk),
+        )
+        for r in cursor.fetchall():
+            row = _queue_row(r)
+            rows[row.id] = row
+        cursor.execute(
+            "INSERT INTO queue_attempt (msg_id, attempt, token, start)"
+            f" SELECT id, attempts, ?, ? FROM queue_msg WHERE id IN ({marks}) ORDER BY id",
+            (token, now, *chunk),
+        )
+    return [rows[i] for i in ids]
+
+
+def _claimed(cursor: Any, leased: list[tuple[list[QueueRow], str, float]], now: float) -> list[list[Claimed]]:
+    """The leased batches as :class:`Claimed` records, with their suppression status."""
+    suppressed = _suppressed(cursor, [row for rows, _, _ in leased for row in rows])
+    return [
+        [
+            Claimed(row, token, now, wait, (row.account, base_address(row.recipient)) in suppressed)
+            for row in rows
+        ]
+        for rows, token, wait in leased
+    ]
 
 
 # --- results ---------------------------------------------------------------------------
@@ -428,10 +507,20 @@ def finish_attempt(cursor: Any, dsn_blob: str | None, f: Finish) -> FinishResult
     Raises :class:`StaleLease` (rolling everything back, DSN included) when the message
     no longer carries ``f.token``.
     """
-    row = _get_row(cursor, f.msg_id)
-    if row is None or row.lease_token != f.token:
-        raise StaleLease(f.msg_id, f.token)
     success = f.kind == DELIVERED
+    # The lease check is the state change's own WHERE clause, which also reads the row.
+    if f.kind == DELAYED:
+        cursor.execute(
+            "UPDATE queue_msg SET next_attempt = ?, lease_token = NULL, last_result = ? WHERE id = ? AND lease_token = ?"
+            f" RETURNING {_MSG_COLUMNS}",
+            (f.next_attempt, f.error, f.msg_id, f.token),
+        )
+    else:
+        cursor.execute(f"DELETE FROM queue_msg WHERE id = ? AND lease_token = ? RETURNING {_MSG_COLUMNS}", (f.msg_id, f.token))
+    found = cursor.fetchall()
+    if not found:
+        raise StaleLease(f.msg_id, f.token)
+    row = _queue_row(found[0])
     cursor.execute(
         "UPDATE queue_attempt SET duration = ?, success = ?, code = ?, secode = ?, error = ?,"
         " remote_host = ?, remote_ip = ?, tls = ?, timeout_after_body = ? WHERE msg_id = ? AND token = ?",
@@ -451,15 +540,11 @@ def finish_attempt(cursor: Any, dsn_blob: str | None, f: Finish) -> FinishResult
     )
     suppressing = False
     unreferenced: list[str] = []
-    if f.kind == DELAYED:
-        cursor.execute(
-            "UPDATE queue_msg SET next_attempt = ?, lease_token = NULL, last_result = ? WHERE id = ?",
-            (f.next_attempt, f.error, f.msg_id),
-        )
-    else:
+    if f.kind != DELAYED:
         if f.kind == FAILED and f.code != 0:
             suppressing = auto_suppress(cursor, row, f.code, f.secode, "queue", f.now)
-        unreferenced = retire(cursor, row, success=success, event=f.kind, now=f.now, keep=f.keep)
+        _keep_retired(cursor, row, success=success, event=f.kind, now=f.now, keep=f.keep)
+        unreferenced = _release_blob(cursor, row.blob, f.now)
     event_id = insert_event(
         cursor,
         account=row.account,
@@ -529,6 +614,14 @@ def retire(cursor: Any, row: QueueRow, *, success: bool, event: str, now: float,
 
     Returns the message files no queued message refers to any more (listed in blob_gc).
     """
+    _keep_retired(cursor, row, success=success, event=event, now=now, keep=keep)
+    cursor.execute("DELETE FROM queue_msg WHERE id = ?", (row.id,))
+    return _release_blob(cursor, row.blob, now)
+
+
+def _keep_retired(cursor: Any, row: QueueRow, *, success: bool, event: str, now: float, keep: float) -> None:
+    """The retired record of ``row`` (kept ``keep`` seconds), or, when none is kept, the
+    removal of its attempt history."""
     if keep > 0:
         cursor.execute(
             "INSERT INTO queue_retired (id, base_id, account, queued, sender_localpart, sender_domain,"
@@ -567,12 +660,17 @@ def retire(cursor: Any, row: QueueRow, *, success: bool, event: str, now: float,
         )
     else:
         cursor.execute("DELETE FROM queue_attempt WHERE msg_id = ?", (row.id,))
-    cursor.execute("DELETE FROM queue_msg WHERE id = ?", (row.id,))
-    cursor.execute("SELECT 1 FROM queue_msg WHERE blob = ? LIMIT 1", (row.blob,))
-    if cursor.fetchone() is not None:
-        return []
-    cursor.execute("INSERT OR IGNORE INTO blob_gc (blob, created) VALUES (?, ?)", (row.blob, now))
-    return [row.blob]
+
+
+def _release_blob(cursor: Any, blob: str, now: float) -> list[str]:
+    """``[blob]``, listed in blob_gc, if no queued message refers to it any more, else []
+    (one statement: the upsert returns the blob_gc row whether it was new or not)."""
+    cursor.execute(
+        "INSERT INTO blob_gc (blob, created) SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM queue_msg WHERE blob = ?)"
+        " ON CONFLICT (blob) DO UPDATE SET created = blob_gc.created RETURNING blob",
+        (blob, now, blob),
+    )
+    return [str(r[0]) for r in cursor.fetchall()]
 
 
 def insert_event(

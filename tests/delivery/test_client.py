@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
 from moxtw.delivery import AttemptResult, Timeouts, deliver
@@ -55,6 +56,15 @@ class DeliverTests(DeliveryTestBase):
         self.assertEqual(session.commands[2:5], ["EHLO moxtw.test", f"MAIL FROM:<a@sender.test> SIZE={len(MESSAGE)}", "RCPT TO:<x@example.test>"])
         (message,) = srv.messages
         self.assertEqual(message[2], MESSAGE)  # dot-stuffing undone by the server: the same bytes
+
+    async def test_no_log_lines_per_connection(self) -> None:
+        # A factory per connection: no "Starting factory"/"Stopping factory" lines.
+        srv = self.server()
+        with capturedLogs() as events:
+            for _ in range(2):
+                result = await self.deliver(srv.port)
+                self.assertTrue(result.delivered, result)
+        self.assertEqual([e for e in events if "factory" in str(e.get("log_format", "")).lower()], [])
 
     async def test_per_recipient_results(self) -> None:
         for extensions in [("PIPELINING", "ENHANCEDSTATUSCODES"), ("ENHANCEDSTATUSCODES",)]:

@@ -96,6 +96,66 @@ class ResolveTests(TestCase):
         self.assertNotIn(threading.main_thread().name, seen)
 
 
+class CacheTests(TestCase):
+    """Answers still in dnspython's cache are read on the calling thread: no query, no
+    trip through the pool; what is not cached (or not usable) still goes there."""
+
+    def setUp(self) -> None:
+        self.dns = DNSServer(self)
+        self.zone = self.dns.zone
+        self.resolver = make_resolver(self, self.dns.config())
+        self.calls: list[tuple[str, str]] = []
+        original = self.resolver.dns_resolver.resolve
+
+        def spy(name: Any, rdtype: Any, *args: Any, **kwargs: Any) -> Any:
+            self.calls.append((str(name), str(rdtype)))
+            return original(name, rdtype, *args, **kwargs)
+
+        self.resolver.dns_resolver.resolve = spy  # type: ignore[method-assign]
+
+    async def test_cached_answers_need_no_thread(self) -> None:
+        self.zone.mx("example.test", (20, "mx2.example.test"), (10, "mx1.example.test"))
+        self.zone.a("mx1.example.test", "127.0.0.1")
+        self.zone.aaaa("mx1.example.test", "::1")
+        hosts = await self.resolver.resolve_hosts("example.test")
+        ips = await self.resolver.resolve_ips("mx1.example.test")
+        self.assertEqual(self.calls, [("example.test.", "MX"), ("mx1.example.test.", "AAAA"), ("mx1.example.test.", "A")])
+        queries = list(self.zone.queries)
+        self.calls.clear()
+        self.assertEqual(await self.resolver.resolve_hosts("example.test"), hosts)
+        self.assertEqual(await self.resolver.resolve_ips("mx1.example.test"), ips)
+        self.assertEqual(ips, ["::1", "127.0.0.1"])
+        self.assertEqual((self.calls, self.zone.queries), ([], queries))
+
+    async def test_cached_nodata_is_the_same_answer(self) -> None:
+        # No MX: implicit MX from the cache too.  Only A records: cached AAAA NODATA.
+        self.zone.a("plain.test", "127.0.0.1")
+        for _ in range(2):
+            self.assertEqual(await self.resolver.resolve_hosts("plain.test"), [Host("plain.test", 0, implicit=True)])
+            self.assertEqual(await self.resolver.resolve_ips("plain.test"), ["127.0.0.1"])
+        self.assertEqual(len(self.calls), 3)
+
+    async def test_no_addresses_from_the_cache_still_fails(self) -> None:
+        self.zone.mx("mxonly.test", (10, "mx.elsewhere.test"))
+        for _ in range(2):
+            try:
+                await self.resolver.resolve_ips("mxonly.test")
+            except DNSError as e:
+                self.assertTrue(e.permanent)
+                self.assertIn("no address records", str(e))
+            else:
+                raise AssertionError("no DNSError")
+
+    async def test_expired_answer_is_asked_again(self) -> None:
+        self.zone.mx("example.test", (10, "mx.example.test"))
+        await self.resolver.resolve_hosts("example.test")
+        cache = self.resolver.dns_resolver.cache
+        for node in cache.data.values():
+            node.value.expiration = 0.0
+        await self.resolver.resolve_hosts("example.test")
+        self.assertEqual(self.calls, [("example.test.", "MX")] * 2)
+
+
 class TimeoutTests(TestCase):
     async def test_timeout_is_temporary(self) -> None:
         port = silent_dns_port(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from twisted.trial.unittest import TestCase
 from moxtw.config import HoldRule, QueueConfig
 from moxtw.queue import Result
 from moxtw.store import outbox, recovery
+from moxtw.store.database import Database
 from moxtw.store.suppressions import add_suppression
 
 from .harness import HOUR, T0, FakeTransport, Harness, outcome, temporary
@@ -375,6 +377,268 @@ class LimitTests(TestCase):
         got = sorted([m.id for m in b.messages] for b in transport.batches)
         self.assertEqual(got, sorted([[ids[0], ids[1]], [ids[2]]]))
         self.assertEqual(await store.blobs.keys(), [])
+
+
+def release_all(transport: FakeTransport) -> None:
+    """Answer every held delivery (a cleanup: a failed test must not hang the stop)."""
+    while transport.pending:
+        transport.release()
+
+
+class SlotTests(TestCase):
+    """A delivery's slot is free once its results are queued for the database; what
+    that frees is claimed in the same group commit or a later one, never before."""
+
+    def in_progress(self, h: Harness) -> dict[str, int]:
+        """Committed attempts without a result, per recipient domain (read on a
+        connection of its own: what a crash at this moment would leave)."""
+        db = sqlite3.connect(h.directory / "moxtw.sqlite3")
+        try:
+            rows = db.execute(
+                "SELECT m.recipient_domain, count(*) FROM queue_attempt a JOIN queue_msg m ON m.id = a.msg_id"
+                " WHERE a.duration IS NULL GROUP BY m.recipient_domain"
+            ).fetchall()
+        finally:
+            db.close()
+        return dict(rows)
+
+    async def test_limits_hold_in_the_database_and_everything_due_is_claimed(self) -> None:
+        h = Harness(self, queue=QueueConfig(max_concurrent=3, max_per_domain=2))
+        store = h.open()
+        recipients = [f"a{i}@a.example" for i in range(7)] + [f"b{i}@b.example" for i in range(5)]
+        for r in recipients:
+            await h.queue(r)
+        started: list[dict[str, int]] = []
+        transport = FakeTransport(hold=True)
+
+        def call(batch: Any) -> Any:
+            started.append(self.in_progress(h))
+            return transport(batch)
+
+        q = h.service(call)
+        self.addCleanup(release_all, transport)
+        await q.settle()
+        rounds = 0
+        while transport.pending:
+            # Every delivery in progress ends in the same reactor turn: the slots they
+            # free are filled by as few passes as possible, and all of them are.
+            while transport.pending:
+                transport.release(0)
+            await q.settle()
+            rounds += 1
+            domains = [b.domain for b, _ in transport.pending]
+            left = 12 - len(transport.batches)
+            self.assertEqual(len(domains), min(3, len(domains) + left))
+            self.assertLessEqual(max([domains.count(d) for d in domains], default=0), 2)
+        self.assertEqual(len(transport.batches), 12)
+        self.assertEqual(rounds, 4)
+        for counts in started:
+            self.assertLessEqual(sum(counts.values()), 3, counts)
+            self.assertLessEqual(max(counts.values()), 2, counts)
+        self.assertEqual([e.kind for e in await h.events()], ["delivered"] * 12)
+        self.assertEqual(await h.run(outbox.list_queued), [])
+        # The message files, released several at a time, are all gone.
+        self.assertEqual(await store.blobs.keys(), [])
+        self.assertEqual(await h.run(outbox.releasable_blobs), [])
+
+    async def test_result_and_next_claim_share_a_transaction(self) -> None:
+        h = Harness(self, queue=QueueConfig(max_per_domain=1))
+        store = h.open()
+        await h.queue("x@remote.example")
+        await h.queue("y@remote.example")
+        batches: list[list[str]] = []
+        original = Database._run_batch
+
+        def run_batch(db: Database, cursor: Any, batch: Any) -> Any:
+            batches.append([item.description for item in batch])
+            return original(db, cursor, batch)
+
+        self.patch(Database, "_run_batch", run_batch)
+        transport = FakeTransport(hold=True)
+        q = h.service(transport)
+        self.addCleanup(release_all, transport)
+        await q.settle()
+        self.assertEqual(len(transport.pending), 1)
+        batches.clear()
+        transport.release()
+        await q.settle()
+        self.assertEqual(len(transport.pending), 1)
+        self.assertIn(["finish queue attempt", "claim queue messages"], batches)
+        self.assertEqual(self.in_progress(h), {"remote.example": 1})
+        transport.release()
+        await q.settle()
+        self.assertEqual([e.kind for e in await h.events()], ["delivered"] * 2)
+        self.assertEqual(await store.blobs.keys(), [])
+
+    async def test_retry_due_during_its_own_attempt_is_not_left_waiting(self) -> None:
+        # With a tiny retry interval the retry is due before the result is written:
+        # the pass that the freed slot starts cannot claim it (still in flight), so
+        # another pass follows the write.
+        h = Harness(self, queue=QueueConfig(retry_scale=450_000.0))
+        h.open()
+        (msg_id,) = await h.queue()
+        transport = FakeTransport(hold=True)
+        q = h.service(transport)
+        self.addCleanup(release_all, transport)
+        await q.settle()
+        h.clock.advance(1)
+        transport.release(answer=temporary)
+        await q.settle()
+        self.assertEqual(len(transport.batches), 2)
+        row = await h.queued(msg_id)
+        assert row is not None
+        self.assertEqual(row.attempts, 2)
+        transport.release()
+        await q.settle()
+        self.assertEqual([e.kind for e in await h.events()], ["delayed", "delivered"])
+
+
+class ClaimTests(TestCase):
+    async def test_pages_exclusions_and_limits(self) -> None:
+        """The claim reads small pages of due messages, skips excluded ones, leaves full
+        domains out of the query and stops when the slots are used."""
+        h = Harness(self)
+        h.open()
+        ids: list[int] = []
+        for _ in range(2):
+            for domain, n in (("a", 10), ("b", 5), ("c", 5)):
+                for _i in range(n):
+                    ids += await h.queue(f"r{len(ids)}@{domain}.example")
+        limits = {"a.example": 2, "b.example": 3, "c.example": 10}
+        tokens = iter(f"t{i}" for i in range(100))
+        result = await h.run(
+            outbox.claim_due, T0, slots=7, domain_slots=limits.__getitem__, exclude=frozenset(ids[:5]),
+            backoff=lambda n: 450.0, lease_minimum=900.0, new_token=lambda: next(tokens),
+        )
+        self.assertEqual([[c.row.id for c in b] for b in result.batches],
+                         [[ids[5]], [ids[6]], [ids[10]], [ids[11]], [ids[12]], [ids[15]], [ids[16]]])
+        self.assertTrue(result.limited)
+        self.assertEqual(result.next_due, T0 + 900)  # the leases
+        first = result.batches[0][0]
+        self.assertEqual((first.token, first.start, first.backoff, first.suppressed), ("t0", T0, 450.0, False))
+        self.assertEqual((first.row.attempts, first.row.next_attempt, first.row.lease_token), (1, T0 + 900, "t0"))
+        self.assertEqual(first.row.recipient_address, "r5@a.example")
+        history = await h.history(ids[5])
+        self.assertEqual([(a.attempt, a.token, a.duration) for a in history], [(1, "t0", None)])
+        # The rest is claimed by later passes, the excluded ones included once released.
+        rest = await h.run(
+            outbox.claim_due, T0, slots=100, domain_slots=lambda d: 100, exclude=frozenset(),
+            backoff=lambda n: 450.0, lease_minimum=900.0, new_token=lambda: next(tokens),
+        )
+        claimed = sorted(c.row.id for b in result.batches + rest.batches for c in b)
+        self.assertEqual(claimed, sorted(ids))
+        self.assertFalse(rest.limited)
+        self.assertEqual(rest.next_due, T0 + 900)
+
+
+class SettledTests(TestCase):
+    """A claim that read every due message says so (``settled``); the next claim, when
+    nothing but time changed the queue, reads only what became due since."""
+
+    def claim_args(self, limits: dict[str, int], tokens: Any) -> dict[str, Any]:
+        return {
+            "domain_slots": lambda d: limits.get(d, 10), "exclude": frozenset(), "backoff": lambda n: 450.0,
+            "lease_minimum": 900.0, "new_token": lambda: next(tokens),
+        }
+
+    async def test_settled_claim_reads_only_what_became_due(self) -> None:
+        h = Harness(self)
+        h.open()
+        a = [i for _ in range(5) for i in await h.queue("x@a.example")]
+        tokens = iter(f"t{i}" for i in range(100))
+        first = await h.run(outbox.claim_due, T0, slots=10, **self.claim_args({"a.example": 2}, tokens))
+        self.assertEqual([b[0].row.id for b in first.batches], a[:2])
+        self.assertEqual(first.settled, (T0, frozenset({"a.example"})))
+        # Behind the claimer's back (no kick): a message due at T0, after a's in the
+        # queue's order.  And one due later.
+        (old,) = await h.queue("y@b.example", next_attempt=T0)
+        (later,) = await h.queue("z@c.example", next_attempt=T0 + 5)
+        second = await h.run(
+            outbox.claim_due, T0 + 10, slots=10, settled=first.settled, **self.claim_args({"a.example": 1}, tokens)
+        )
+        self.assertEqual([b[0].row.id for b in second.batches], [a[2], later])
+        self.assertEqual(second.settled, (T0 + 10, frozenset({"a.example"})))
+        # Without the promise everything due is read.
+        third = await h.run(outbox.claim_due, T0 + 10, slots=10, **self.claim_args({"a.example": 0}, tokens))
+        self.assertEqual([b[0].row.id for b in third.batches], [old])
+        # Slots used up before the end: nothing is promised.
+        fourth = await h.run(outbox.claim_due, T0 + 10, slots=1, **self.claim_args({}, tokens))
+        self.assertEqual(len(fourth.batches), 1)
+        self.assertIsNone(fourth.settled)
+
+    async def test_settled_does_not_apply_when_a_full_domain_has_room(self) -> None:
+        h = Harness(self)
+        h.open()
+        a = [i for _ in range(3) for i in await h.queue("x@a.example")]
+        b = [i for _ in range(3) for i in await h.queue("y@b.example")]
+        tokens = iter(f"t{i}" for i in range(100))
+        first = await h.run(outbox.claim_due, T0, slots=10, **self.claim_args({"a.example": 1, "b.example": 1}, tokens))
+        self.assertEqual(first.settled, (T0, frozenset({"a.example", "b.example"})))
+        # b has room now and a is full: b's old messages are read.
+        second = await h.run(
+            outbox.claim_due, T0 + 1, slots=10, settled=first.settled,
+            **self.claim_args({"a.example": 0, "b.example": 2}, tokens),
+        )
+        self.assertEqual([x[0].row.id for x in second.batches], b[1:])
+        self.assertEqual([x[0].row.id for x in first.batches], [a[0], b[0]])
+
+    async def test_backlog_for_one_domain_is_read_once(self) -> None:
+        h = Harness(self, queue=QueueConfig(max_per_domain=2))
+        h.open()
+        for i in range(20):
+            await h.queue(f"r{i}@busy.example")
+        scans: list[tuple[tuple[str, ...], float | None]] = []
+        original = outbox._select_due
+
+        def select_due(cursor: Any, now: float, after: Any, page: int, skip: Any = (), since: Any = None) -> Any:
+            scans.append((tuple(skip), since))
+            return original(cursor, now, after, page, skip, since)
+
+        self.patch(outbox, "_select_due", select_due)
+        transport = FakeTransport(hold=True)
+        q = h.service(transport)
+        self.addCleanup(release_all, transport)
+        await q.settle()
+        self.assertEqual(len(transport.pending), 2)
+        # The first pass reads the whole backlog once, leaving the full domain out.
+        self.assertEqual(scans[-1], (("busy.example",), None))
+        scans.clear()
+        while transport.pending:
+            transport.release()
+            await q.settle()
+        self.assertEqual(len(transport.batches), 20)
+        # Later passes leave it out only for what became due since the previous pass.
+        full_scans = [s for s in scans if s[0] and s[1] is None]
+        self.assertEqual(full_scans, [])
+        self.assertTrue(any(s[1] is not None for s in scans))
+
+    async def test_kick_and_timer_look_at_the_whole_queue_again(self) -> None:
+        h = Harness(self, queue=QueueConfig(max_per_domain=1))
+        h.open()
+        for i in range(3):
+            await h.queue(f"r{i}@busy.example")
+        transport = FakeTransport(hold=True)
+        q = h.service(transport)
+        self.addCleanup(release_all, transport)
+        await q.settle()
+        transport.release()
+        await q.settle()
+        self.assertEqual([b.domain for b, _ in transport.pending], ["busy.example"])
+        # Queued with an old due time and announced: claimed by the next pass.
+        (announced,) = await h.queue("x@other.example", next_attempt=T0 - 60)
+        q.kick()
+        await q.settle()
+        self.assertEqual([m.id for b, _ in transport.pending for m in b.messages][-1], announced)
+        transport.release(-1)
+        await q.settle()
+        # Not announced (another daemon sharing the database, say): passes started by
+        # finished deliveries need not see it, the timer's pass does.
+        (silent,) = await h.queue("y@other.example", next_attempt=T0 - 60)
+        transport.release()
+        await q.settle()
+        h.clock.advance(q.max_sleep)
+        await q.settle()
+        self.assertIn(silent, [m.id for b in transport.batches for m in b.messages])
 
 
 class HoldTests(TestCase):
