@@ -59,11 +59,9 @@ import asyncio
 import base64
 import collections
 import json
-import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -164,53 +162,12 @@ def serve_peers(domains: list[str], mx_ip: str, sink_port: int) -> None:
 # --- processes ------------------------------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+from common import child_env as env  # noqa: E402
+from common import cpu_seconds, free_port, percentile, port_open, stop, wait_port  # noqa: E402
 
 
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def wait_port(proc: subprocess.Popen[Any], port: int, host: str, what: str, log: Path | None = None) -> None:
-    deadline = time.monotonic() + 30
-    while not port_open(port, host):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            text = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
-            raise SystemExit(f"{what} not listening on {host}:{port}\n{text}")
-        time.sleep(0.02)
-
-
-def stop(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-    """Signal ``proc`` by its PID and wait; SIGKILL if it takes longer than ``timeout``."""
-    if proc is None or proc.poll() is not None:
-        return None if proc is None else proc.returncode
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far (0 if it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
-    return e
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
 
 
 def write_config(directory: Path, args: argparse.Namespace, *, dns_port: int, mx_port: int, http_port: int,
@@ -419,16 +376,6 @@ def wait_retired(db_path: Path, n: int, daemon: Daemon, stall: float = 60.0) -> 
             print(f"  daemon exited ({daemon.proc.returncode}); see {daemon.log}", file=sys.stderr)
             return int(done)
         time.sleep(0.2)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, int(round(p / 100 * (len(ordered) - 1)))))
-    return ordered[k]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
 
 
 # --- one run --------------------------------------------------------------------------

@@ -1,53 +1,57 @@
 #!/usr/bin/env python3
-"""Time from `twistd -n moxtw localserve` to its webapi answering, first start and restart.
+"""Time from ``twistd -n moxtw localserve`` to its webapi answering, first start and restart.
 
-Starts localserve in a temporary directory (on its default ports, which must be free),
-prints the seconds until `GET /webapi/v0/` answers, stops it, and does it again (the
-second start reads the existing configuration and database).
+Starts localserve in a temporary directory on free loopback ports, prints the seconds
+until ``GET /webapi/v0/`` answers, stops it, and does it again (the second start reads
+the existing configuration and database).
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
+import argparse
+import json
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-TWISTD = str(Path(sys.executable).parent / "twistd")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import LocalServe, port_open  # noqa: E402
 
 
-def start_and_time(directory: str) -> float:
+def start_and_time(daemon: LocalServe) -> float:
+    while port_open(daemon.http_port):  # the previous run's port must be free again
+        time.sleep(0.05)
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "moxtw", "localserve", "--dir", directory],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    daemon.start()
     try:
         while True:
             try:
-                with urllib.request.urlopen("http://127.0.0.1:1080/webapi/v0/", timeout=1) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/webapi/v0/", timeout=1) as r:
                     r.read()
                 return time.perf_counter() - start
             except OSError:
-                if proc.poll() is not None:
-                    raise SystemExit("localserve exited during startup") from None
-                if time.perf_counter() - start > 30:
-                    raise SystemExit("localserve did not answer within 30 s") from None
+                if time.perf_counter() - start > 60:
+                    raise SystemExit("localserve did not answer within 60 s") from None
                 time.sleep(0.01)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        daemon.stop()
 
 
 def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        first = start_and_time(tmp)
-        second = start_and_time(tmp)
-    print(f"localserve startup: first start {first:.2f} s, restart {second:.2f} s")
+        daemon = LocalServe(Path(tmp))
+        first = start_and_time(daemon)
+        second = start_and_time(daemon)
+    if args.json:
+        print(json.dumps({"first_start_s": round(first, 2), "restart_s": round(second, 2)}))
+    else:
+        print(f"localserve startup: first start {first:.2f} s, restart {second:.2f} s")
     return 0
 
 

@@ -41,14 +41,9 @@ import argparse
 import asyncio
 import base64
 import json
-import os
-import re
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,95 +53,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
-TWISTD = str(Path(sys.executable).parent / "twistd")
-LOGIN = "mox@localhost"
-PASSWORD = "moxmoxmox"
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 
-# --- processes --------------------------------------------------------------------------
+# --- processes ------------------------------------------------------------------------
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def stop(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-    """Signal ``proc`` by its PID and wait; SIGKILL if it takes longer than ``timeout``."""
-    if proc is None or proc.poll() is not None:
-        return None if proc is None else proc.returncode
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def write_config(directory: Path) -> dict[str, int]:
-    """localserve's generated configuration with free loopback ports and no practical
-    daily limits; the ports."""
-    from moxtw.localserve import ensure_config
-
-    path, _ = ensure_config(directory)
-    text = path.read_text()
-    ports = {n: free_port() for n in ("smtp", "submission", "submissions", "http", "metrics")}
-    for name, port in ports.items():
-        text, n = re.subn(rf"^{name} = \[.*\]", f'{name} = ["tcp:{port}:interface=127.0.0.1"]', text, flags=re.M)
-        assert n == 1, f"listener {name} not in the localserve config"
-    for key in ("max_outgoing_messages_per_day", "max_first_time_recipients_per_day"):
-        text, n = re.subn(rf"^{key} = \d+", f"{key} = 100000000", text, flags=re.M)
-        assert n == 1, f"{key} not in the localserve config"
-    path.write_text(text)
-    return ports
-
-
-class Daemon:
-    def __init__(self, directory: Path, hook_url: str, http_port: int) -> None:
-        self.directory, self.hook_url, self.http_port = directory, hook_url, http_port
-        self.log = directory / "moxtw.log"
-        self.proc: subprocess.Popen[Any] | None = None
-
-    def start(self) -> Daemon:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        argv = [TWISTD, "-n", "--pidfile=", "moxtw", "localserve", "--dir", str(self.directory),
-                "--outgoing-webhook", self.hook_url]  # fmt: skip
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
-        deadline = time.monotonic() + 30
-        while not port_open(self.http_port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"moxtw not listening on {self.http_port}\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> int | None:
-        return stop(self.proc)
-
-    @property
-    def db(self) -> Path:
-        return self.directory / "data" / "moxtw.sqlite3"
-
+from common import LOGIN, PASSWORD, LocalServe, cpu_seconds, ms, percentile  # noqa: E402
 
 # --- the webhook receiver -----------------------------------------------------------------
 
@@ -287,16 +201,6 @@ class SendClient:
 # --- figures ---------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, int(round(p / 100 * (len(ordered) - 1)))))
-    return ordered[k]
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
-
-
 def spread(values: list[float]) -> str:
     return f"p50 {ms(percentile(values, 50))} / p99 {ms(percentile(values, 99))} / max {ms(max(values))} ms"
 
@@ -377,7 +281,7 @@ def breakdown(db: Path, sends: dict[int, tuple[float, float]], arrivals: dict[in
     return {k: spread(v) for k, v in stages.items() if v}
 
 
-async def latency(args: argparse.Namespace, receiver: Receiver, daemon: Daemon, first: int) -> dict[str, Any]:
+async def latency(args: argparse.Namespace, receiver: Receiver, daemon: LocalServe, first: int) -> dict[str, Any]:
     receiver.reset(args.steady_latency)
     client = SendClient(daemon.http_port)
     sends: dict[int, tuple[float, float]] = {}
@@ -422,8 +326,8 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
     server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0, backlog=256)
     hook_port = server.sockets[0].getsockname()[1]
     directory = Path(tempfile.mkdtemp(prefix="moxtw-bench-hooks-"))
-    ports = write_config(directory)
-    daemon = Daemon(directory, f"http://127.0.0.1:{hook_port}/hooks", ports["http"])
+    daemon = LocalServe(directory, "--outgoing-webhook", f"http://127.0.0.1:{hook_port}/hooks")
+    ports = daemon.ports
     result: dict[str, Any] = {"dir": str(directory)}
     profiler = None
     try:
