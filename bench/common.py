@@ -7,7 +7,6 @@ Only loopback is used; every process a benchmark starts is stopped by its PID.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -20,7 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
 LOGIN = "mox@localhost"
 PASSWORD = "moxmoxmox"
-LISTENERS = ("smtp", "submission", "submissions", "http", "metrics")
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -96,19 +94,9 @@ def child_env() -> dict[str, str]:
 def write_localserve_config(directory: Path) -> dict[str, int]:
     """localserve's generated configuration in ``directory`` with free loopback ports and
     no practical daily limits; returns the ports by listener name."""
-    from moxtw.localserve import ensure_config
+    from tests.helpers import localserve_config
 
-    path, _ = ensure_config(directory)
-    text = path.read_text()
-    ports = {name: free_port() for name in LISTENERS}
-    for name, port in ports.items():
-        text, n = re.subn(rf"^{name} = \[.*\]", f'{name} = ["tcp:{port}:interface=127.0.0.1"]', text, flags=re.M)
-        assert n == 1, f"listener {name} not in the localserve config"
-    for key in ("max_outgoing_messages_per_day", "max_first_time_recipients_per_day"):
-        text, n = re.subn(rf"^{key} = \d+", f"{key} = 100000000", text, flags=re.M)
-        assert n == 1, f"{key} not in the localserve config"
-    path.write_text(text)
-    return ports
+    return localserve_config(directory, unlimited=True)
 
 
 class LocalServe:

@@ -41,16 +41,24 @@ class Accounts:
         return cls(domains=config.domains, accounts=config.accounts)
 
     def __attrs_post_init__(self) -> None:
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Index ``accounts`` again, after entries of it were replaced, added or removed
+        (a configuration reload, :mod:`moxtw.settings`); the new index is swapped in whole."""
+        by_address: dict[str, str] = {}
+        catchall: dict[str, str] = {}
+        fromid_logins: dict[str, frozenset[tuple[str, str]]] = {}
         for name, account in self.accounts.items():
             for text in account.addresses:
                 local, _, domain = text.rpartition("@")
                 domain = domain.lower()
                 if not local:
-                    self._catchall[domain] = name
+                    catchall[domain] = name
                     continue
                 key = self._key(local, domain)
                 if key is not None:
-                    self._by_address[key] = name
+                    by_address[key] = name
             logins = set()
             for text in account.fromid_login_addresses:
                 try:
@@ -58,7 +66,8 @@ class Accounts:
                 except AddressError:
                     continue
                 logins.add((a.localpart, a.domain))
-            self._fromid_logins[name] = frozenset(logins)
+            fromid_logins[name] = frozenset(logins)
+        self._by_address, self._catchall, self._fromid_logins = by_address, catchall, fromid_logins
 
     def _key(self, localpart: str, domain: str) -> str | None:
         d = self.domains.get(domain)

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -24,8 +23,13 @@ from typing import Any
 from .admin.client import DEFAULT_URL, AdminClient, AdminClientError
 from .config import OUTGOING_EVENTS, ConfigError, load_config, parse_config
 from .dkim import add_cli as add_dkim_cli
+from .dnsbl import add_cli as add_dnsbl_cli
+from .dnscheck import add_cli as add_dnscheck_cli
 from .localserve import ADMIN_PASSWORD
 from .passwords import hash_password
+from .quickstart import add_cli as add_quickstart_cli
+from .settings import SettingsError, config_lock, write_atomic
+from .settings import add_cli as add_settings_cli
 from .webhooks.cli import add_cli as add_hooks_cli
 
 
@@ -46,14 +50,15 @@ def _table_name(header: str) -> str:
     return ".".join(part.strip().strip('"') for part in header.split("."))
 
 
-def set_toml_key(text: str, table: str | None, key: str, value: str) -> str:
+def set_toml_key(text: str, table: str | None, key: str, value: str, *, raw: bool = False) -> str:
     """Set ``key = "value"`` in ``[table]`` (None: the top level), keeping everything else.
 
     Comments and layout are preserved; the key is replaced where it stands or added right
-    after the table header (or at the top, before the first table).
+    after the table header (or at the top, before the first table).  With ``raw``,
+    ``value`` is TOML already (a list, a number) and is written as is.
     """
     lines = text.splitlines(keepends=True)
-    quoted = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    quoted = value if raw else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     new_line = f"{key} = {quoted}\n"
     key_re = re.compile(rf"^\s*{re.escape(key)}\s*=")
     current: str | None = None
@@ -85,22 +90,10 @@ def set_toml_key(text: str, table: str | None, key: str, value: str) -> str:
     return "".join(lines)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.write(fd, text.encode("utf-8"))
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def cmd_setpassword(args: argparse.Namespace) -> int:
     path = Path(args.config)
     try:
-        text = path.read_text("utf-8")
+        path.read_bytes()  # readable, before asking for the password
     except OSError as e:
         print(f"moxtw: cannot read {path}: {e.strerror}", file=sys.stderr)
         return 1
@@ -125,27 +118,55 @@ def cmd_setpassword(args: argparse.Namespace) -> int:
     if len(password) < 8:
         print("moxtw: password too short (8 characters at least)", file=sys.stderr)
         return 1
-    new_text = set_toml_key(text, table, key, hash_password(password))
+    password_hash = hash_password(password)
     try:
-        parse_config(new_text, base_dir=path.parent, source=path)
-    except ConfigError as e:
-        print(f"moxtw: refusing to write an invalid configuration:\n{e}", file=sys.stderr)
+        # Serialised with other writers (moxtw account set, the daemon's settings pages).
+        with config_lock(path):
+            new_text = set_toml_key(path.read_text("utf-8"), table, key, password_hash)
+            try:
+                parse_config(new_text, base_dir=path.parent, source=path)
+            except ConfigError as e:
+                print(f"moxtw: refusing to write an invalid configuration:\n{e}", file=sys.stderr)
+                return 1
+            write_atomic(path, new_text)
+    except (SettingsError, OSError) as e:
+        print(f"moxtw: cannot write {path}: {e}", file=sys.stderr)
         return 1
-    _write_atomic(path, new_text)
-    print(f"password for {what} set in {path}; restart moxtw to use it")
+    print(f"password for {what} set in {path}; apply it with: moxtw reload (or systemctl reload moxtw)")
     return 0
 
 
 def cmd_checkconfig(args: argparse.Namespace) -> int:
+    from .tls import TLSFileError, check_tls_config
+
     try:
         config = load_config(args.file)
-    except ConfigError as e:
+        check_tls_config(config.tls)
+    except (ConfigError, TLSFileError) as e:
         print(str(e), file=sys.stderr)
         return 1
     print(
         f"{args.file}: ok ({len(config.domains)} domain(s), {len(config.accounts)} account(s))"
     )
     return 0
+
+
+def cmd_checkstore(args: argparse.Namespace) -> int:
+    from .store.integrity import check
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    report = check(config.data_dir)
+    print(f"{config.data_dir}: " + ", ".join(f"{n} {what}" for what, n in report.counts.items()))
+    for note in report.notes:
+        print(f"note: {note}")
+    for problem in report.problems:
+        print(f"PROBLEM: {problem}")
+    print("ok" if report.ok else f"{len(report.problems)} problem(s)")
+    return 0 if report.ok else 1
 
 
 # --- queue administration over the admin API ------------------------------------------------
@@ -826,6 +847,9 @@ def add_config_commands(sub: Any) -> None:
     cc = sub.add_parser("checkconfig", help="validate a configuration file")
     cc.add_argument("file")
     cc.set_defaults(func=cmd_checkconfig)
+    cs = sub.add_parser("checkstore", help="check the consistency of the database and message files (read-only)")
+    cs.add_argument("file", help="the configuration file (its data_dir is checked)")
+    cs.set_defaults(func=cmd_checkstore)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -836,6 +860,10 @@ def parser() -> argparse.ArgumentParser:
     add_holdrules_commands(sub)
     add_retired_commands(sub)
     add_dkim_cli(sub)
+    add_quickstart_cli(sub)
+    add_dnscheck_cli(sub)
+    add_dnsbl_cli(sub)
+    add_settings_cli(sub)
     add_hooks_admin_commands(add_hooks_cli(sub))
     return p
 

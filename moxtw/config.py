@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -235,6 +236,8 @@ def parse_duration(text: str) -> float:
             raise ValueError(f"bad duration {text!r}")
         total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
+    if not math.isfinite(total):
+        raise ValueError("duration too large")
     return total
 
 
@@ -446,7 +449,12 @@ def _path(base_dir: Path) -> Callable[[object], Path]:
         s = _str(v)
         if not s:
             raise ValueError("")
-        p = Path(s).expanduser()
+        if "\0" in s:
+            raise ValueError("a path cannot contain a NUL character")
+        try:
+            p = Path(s).expanduser()
+        except RuntimeError as e:  # "~user" for an unknown user
+            raise ValueError(str(e)) from None
         return p if p.is_absolute() else base_dir / p
 
     return convert
@@ -489,11 +497,7 @@ def _build(c: _Checker, doc: Mapping[str, Any], base_dir: Path, source: Path | N
     queue = _queue(c, c.sub(doc, "queue"))
     webapi = _webapi(c, c.sub(doc, "webapi"))
     webhooks = _webhooks(c, c.sub(doc, "webhooks"))
-    dnsbl = c.sub(doc, "dnsbl")
-    with c.at("dnsbl"):
-        c.table(dnsbl, {"zones", "ips"})
-        zones = c.get(dnsbl, "zones", "a list of DNS zone names", _str_list, _NO_STRINGS)
-        ips = c.get(dnsbl, "ips", "a list of IP addresses", _str_list, _NO_STRINGS)
+    zones, ips = _dnsbl(c, c.sub(doc, "dnsbl"))
 
     domains: dict[str, DomainConfig] = {}
     with c.at("domains"):
@@ -605,7 +609,10 @@ def _nameserver(v: object) -> tuple[str, int]:
     import ipaddress
 
     ipaddress.ip_address(host)
-    return host, int(port) if port else 53
+    number = int(port) if port else 53
+    if not 0 < number < 65536:
+        raise ValueError("port out of range")
+    return host, number
 
 
 def _dns(c: _Checker, doc: Mapping[str, Any]) -> DNSConfig:
@@ -651,6 +658,36 @@ def _webhooks(c: _Checker, doc: Mapping[str, Any]) -> WebhooksConfig:
             c.problem(f"expected a positive duration, got {_show(doc['timeout'])}", "timeout")
             timeout = 60.0
     return WebhooksConfig(timeout=timeout)
+
+
+def _dnsbl(c: _Checker, doc: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``[dnsbl]``: zones as lower-case names without the final dot, IPs normalised; each
+    valid and listed once."""
+    import ipaddress
+
+    with c.at("dnsbl"):
+        c.table(doc, {"zones", "ips"})
+        zones: list[str] = []
+        for i, z in enumerate(c.get(doc, "zones", "a list of DNS zone names", _str_list, _NO_STRINGS)):
+            name = z.strip().rstrip(".").lower()
+            if not name or not _is_hostname(name):
+                c.problem(f'expected a DNS zone name such as "bl.example.org", got {_show(z)}', f"zones[{i}]")
+            elif name in zones:
+                c.problem(f"zone {_show(z)} is listed twice", f"zones[{i}]")
+            else:
+                zones.append(name)
+        ips: list[str] = []
+        for i, text in enumerate(c.get(doc, "ips", "a list of IP addresses", _str_list, _NO_STRINGS)):
+            try:
+                ip = str(ipaddress.ip_address(text.strip()))
+            except ValueError:
+                c.problem(f"expected an IP address, got {_show(text)}", f"ips[{i}]")
+                continue
+            if ip in ips:
+                c.problem(f"IP {_show(text)} is listed twice", f"ips[{i}]")
+            else:
+                ips.append(ip)
+    return tuple(zones), tuple(ips)
 
 
 def _secret_problem(secret: str) -> str | None:
@@ -792,6 +829,15 @@ def _account(
             c.problem(f"expected an address such as you@example.org (or @example.org for catch-all), got {_show(a)}", f"addresses[{i}]")
         elif parts[1] not in domains:
             c.problem(f"address domain {_show(parts[1])} is not a configured domain", f"addresses[{i}]")
+        else:
+            # As mox: "x+y@d" would be canonicalised to "x@d", possibly another account's
+            # address, which would then receive that account's mail and could log in as it.
+            for sep in domains[parts[1]].catchall_separators:
+                if sep in parts[0]:
+                    c.problem(
+                        f"localpart of address {_show(a)} includes the domain's catchall separator {_show(sep)}",
+                        f"addresses[{i}]",
+                    )
     fromid = c.get(doc, "fromid_login_addresses", "a list of login addresses", _str_list, _NO_STRINGS)
     for i, a in enumerate(fromid):
         parts = _split_address(a)

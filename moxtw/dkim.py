@@ -60,6 +60,7 @@ __all__ = [
     "load_private_key",
     "parse_private_key",
     "sign_message",
+    "write_key_file",
 ]
 
 #: Headers signed when a selector has no ``headers``: mox's default set, plus MIME-Version
@@ -410,6 +411,20 @@ def _toml_key(name: str) -> str:
     return name if re.match(r"^[A-Za-z0-9_-]+$", name) else _toml_string(name)
 
 
+def write_key_file(path: Path, pem: bytes) -> None:
+    """Create ``path`` holding ``pem``, mode 0600, fsynced (its directory is made, mode
+    0700, if missing).  Never overwrites: raises ``FileExistsError`` if it exists
+    (another ``OSError`` for other trouble)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """``moxtw dkim generate DOMAIN SELECTOR``: write a key, print the DNS record."""
     try:
@@ -428,19 +443,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 2
     path = (Path(args.dir) / f"{domain}-{selector}.pem").absolute()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_key_file(path, pem)
     except FileExistsError:
         print(f"moxtw: {path} exists; not overwriting it (pick another selector)", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"moxtw: cannot create {path}: {e.strerror}", file=sys.stderr)
         return 1
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     key = parse_private_key(pem)
     strings = " ".join(f'"{s}"' for s in dns_txt_strings(key.dns_record()))
     size = f"{key.bits} bits" if key.key_type == "rsa" else "256 bits"

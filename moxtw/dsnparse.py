@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import attrs
 
+from .message import parse as parse_mime
+
 #: The actions RFC 3464 defines, in the order we prefer them when a report lists several
 #: recipients (one FromID address is one recipient, but gateways sometimes add blocks).
 ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
@@ -100,25 +102,45 @@ def parse_report(data: bytes) -> Report | None:
     if _content_type(top) != "multipart/report" or not top.is_multipart():
         return None
     parts = [p for p in top.get_payload() if isinstance(p, email.message.Message)]
-    for part in parts:
+    raw = _raw_bodies(data, parts)
+    for i, part in enumerate(parts):
         kind = _content_type(part)
         if kind in ("message/delivery-status", "message/global-delivery-status"):
-            return _delivery_report(part)
+            return _delivery_report(part, raw[i])
         if kind == "message/feedback-report":
-            return _feedback_report(part, parts)
+            return _feedback_report(part, parts, raw[i])
     raise ReportError("no message/delivery-status or message/feedback-report part in multipart/report")
 
 
 # --- DSN -----------------------------------------------------------------------------
 
 
-def _body(part: email.message.Message) -> str:
-    """The decoded text of a status part, however Python's parser took it apart
-    (``message/*`` parts become sub-messages; the transfer encoding is undone here)."""
-    raw = part.as_bytes()
-    head, sep, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
-    if not sep:
-        body = b""
+def _raw_bodies(data: bytes, parts: Sequence[email.message.Message]) -> list[bytes | None]:
+    """The body bytes, as sent, of each top-level part, found by moxtw's own MIME parser.
+
+    Python's parser takes a ``message/delivery-status`` body apart into header blocks, and
+    writing those out again (``as_bytes``) is not faithful: a line without a colon (such as
+    the continuation after a quoted-printable soft line break) gets a blank line put before
+    it.  None for a part when the two parsers do not agree on the parts.
+    """
+    root = parse_mime(data)
+    if len(root.parts) != len(parts) or any(
+        r.content_type != _content_type(p) for r, p in zip(root.parts, parts, strict=True)
+    ):
+        return [None] * len(parts)
+    return [r.raw_body for r in root.parts]
+
+
+def _body(part: email.message.Message, raw: bytes | None = None) -> str:
+    """The decoded text of a status part: from its ``raw`` body bytes when known, else
+    however Python's parser took it apart (``message/*`` parts become sub-messages); the
+    transfer encoding is undone here."""
+    if raw is not None:
+        body = raw.replace(b"\r\n", b"\n")
+    else:
+        head, sep, body = part.as_bytes().replace(b"\r\n", b"\n").partition(b"\n\n")
+        if not sep:
+            body = b""
     cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
     if cte == "base64":
         try:
@@ -127,14 +149,16 @@ def _body(part: email.message.Message) -> str:
             raise ReportError(f"bad base64 in status part: {e}") from None
     elif cte == "quoted-printable":
         body = quopri.decodestring(body)
-    return body.decode("utf-8", "replace")
+    # A transfer-encoded body keeps its own line ends: CRLF too, which the block split needs
+    # as LF (else every block runs together and repeated recipient fields are lost).
+    return body.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
-def _blocks(part: email.message.Message) -> list[dict[str, str]]:
+def _blocks(part: email.message.Message, raw: bytes | None) -> list[dict[str, str]]:
     """The header blocks of a status part: names lowercased, values unfolded, the first
     of a repeated field kept."""
     blocks = []
-    for text in re.split(r"\n[ \t]*\n", _body(part)):
+    for text in re.split(r"\n[ \t]*\n", _body(part, raw)):
         fields: dict[str, str] = {}
         name = ""
         for line in text.split("\n"):
@@ -158,7 +182,10 @@ def _blocks(part: email.message.Message) -> list[dict[str, str]]:
 
 def _unxtext(text: str) -> str:
     def replace(m: re.Match[str]) -> str:
-        return chr(int(m.group(1) or m.group(2), 16))
+        point = int(m.group(1) or m.group(2), 16)
+        if point > 0x10FFFF or 0xD800 <= point <= 0xDFFF:
+            return m.group(0)  # not a character (or a lone surrogate, which cannot be stored)
+        return chr(point)
 
     return _XTEXT.sub(replace, text)
 
@@ -197,8 +224,8 @@ def derive_codes(diagnostic: str, status: str) -> tuple[int, str]:
     return code, secode
 
 
-def _delivery_report(part: email.message.Message) -> DeliveryReport:
-    blocks = _blocks(part)
+def _delivery_report(part: email.message.Message, raw: bytes | None) -> DeliveryReport:
+    blocks = _blocks(part, raw)
     if not blocks:
         raise ReportError("empty delivery-status part")
     per_message, per_recipient = blocks[0], blocks[1:]
@@ -250,15 +277,17 @@ def _returned_headers(parts: Sequence[email.message.Message]) -> email.message.M
     return None
 
 
-def _feedback_report(part: email.message.Message, parts: Sequence[email.message.Message]) -> FeedbackReport:
-    blocks = _blocks(part)
+def _feedback_report(
+    part: email.message.Message, parts: Sequence[email.message.Message], raw: bytes | None
+) -> FeedbackReport:
+    blocks = _blocks(part, raw)
     if not blocks:
         raise ReportError("empty feedback-report part")
     fields = blocks[0]
     feedback_type = fields.get("feedback-type", "").strip().lower()
     if not feedback_type:
         raise ReportError("feedback report without Feedback-Type")
-    rcpt_to = tuple(_angle(v) for k, v in _all_fields(part) if k == "original-rcpt-to")
+    rcpt_to = tuple(_angle(v) for k, v in _all_fields(part, raw) if k == "original-rcpt-to")
     headers = _returned_headers(parts)
     message_id = str(headers.get("Message-ID", "") or "").strip() if headers is not None else ""
     return_path = _angle(str(headers.get("Return-Path", "") or "")) if headers is not None else ""
@@ -272,8 +301,8 @@ def _feedback_report(part: email.message.Message, parts: Sequence[email.message.
     )
 
 
-def _all_fields(part: email.message.Message) -> list[tuple[str, str]]:
+def _all_fields(part: email.message.Message, raw: bytes | None) -> list[tuple[str, str]]:
     """Every (name, value) of the first block, repeated fields included."""
-    first = re.split(r"\n[ \t]*\n", _body(part).lstrip("\n"), maxsplit=1)[0]
+    first = re.split(r"\n[ \t]*\n", _body(part, raw).lstrip("\n"), maxsplit=1)[0]
     parsed = email.message_from_string(first + "\n\n", policy=email.policy.compat32)
     return [(k.lower(), str(v).strip()) for k, v in parsed.items()]

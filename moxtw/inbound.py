@@ -26,6 +26,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from . import metrics
 from .address import Address
 from .config import Config
 from .dsnparse import FeedbackReport, Report, ReportError, parse_report
@@ -125,9 +126,20 @@ class Inbound:
         )
         match = None
         if from_id:
-            match = functools.partial(match_report, from_id=from_id, report=report, problem=problem, now=received)
+            match = metrics.MatchRecorder(
+                functools.partial(
+                    match_report,
+                    account=message.account,  # only the receiving account's own messages
+                    from_id=from_id,
+                    report=report,
+                    problem=problem,
+                    now=received,
+                )
+            )
         await deliver(
             self.store, message.account, "Inbox", data, received=received, meta=meta, incoming_webhook=hook, match=match
         )
+        if match is not None:
+            match.count()
         if hook is not None or match is not None:
             self.on_event()

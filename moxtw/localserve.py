@@ -145,7 +145,9 @@ max_first_time_recipients_per_day = 200
 """
 
 
-def _atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``path`` through a temporary file and a rename, file and directory fsynced
+    (used for localserve's and ``moxtw quickstart``'s files)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.write(fd, data)
@@ -195,7 +197,7 @@ def generate_certificate(cert_path: Path, key_path: Path, hostname: str = "local
         .sign(key, hashes.SHA256())
     )
     key_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(
+    atomic_write(
         key_path,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -203,7 +205,7 @@ def generate_certificate(cert_path: Path, key_path: Path, hostname: str = "local
             serialization.NoEncryption(),
         ),
     )
-    _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def ensure_config(directory: Path) -> tuple[Path, bool]:
@@ -218,7 +220,7 @@ def ensure_config(directory: Path) -> tuple[Path, bool]:
         admin_password_hash=hash_password(ADMIN_PASSWORD),
         ipv6=have_ipv6_loopback(),
     )
-    _atomic_write(config_path, text.encode("utf-8"))
+    atomic_write(config_path, text.encode("utf-8"))
     return config_path, True
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
+import email.errors
 import email.headerregistry
 import email.policy
 import email.utils
@@ -118,7 +118,7 @@ def _decode_2231(value: str, with_charset: bool) -> str | None:
         return raw.decode("utf-8", "replace")
     try:
         return raw.decode(charset)
-    except (LookupError, UnicodeDecodeError):
+    except (LookupError, UnicodeError, ValueError):
         return None
 
 
@@ -210,7 +210,6 @@ def parse_media_type(v: str) -> tuple[str, dict[str, str]]:
 # --- RFC 2047 ---------------------------------------------------------------------
 
 _WORD_RE = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
-_BETWEEN_WORDS_RE = re.compile(r"(\?=)[ \t\r\n]+(=\?)")
 
 
 def _decode_word(charset: str, encoding: str, text: str) -> str | None:
@@ -226,7 +225,7 @@ def _decode_word(charset: str, encoding: str, text: str) -> str | None:
         return raw.decode("utf-8", "replace")
     try:
         return raw.decode(charset)
-    except (LookupError, UnicodeDecodeError):
+    except (LookupError, UnicodeError, ValueError):
         return None
 
 
@@ -235,13 +234,25 @@ def decode_words(s: str) -> str:
     whitespace between adjacent encoded words is dropped; undecodable words are kept."""
     if "=?" not in s:
         return s
-    s = _BETWEEN_WORDS_RE.sub(r"\1\2", s)
-
-    def replace(m: re.Match[str]) -> str:
+    out: list[str] = []
+    pos = 0
+    after_word = False  # the last thing written was a decoded encoded-word
+    for m in _WORD_RE.finditer(s):
+        between = s[pos : m.start()]
         decoded = _decode_word(m.group(1), m.group(2), m.group(3))
-        return m.group(0) if decoded is None else decoded
-
-    return _WORD_RE.sub(replace, s)
+        if decoded is None:
+            out.append(between + m.group(0))
+            after_word = False
+        else:
+            # Only whitespace between two decoded words goes: not after plain text
+            # that happens to end in "?=" ("?= =?utf-8?q?=C3=BC?=" is "?= ü").
+            if not after_word or between.strip(" \t\r\n"):
+                out.append(between)
+            out.append(decoded)
+            after_word = True
+        pos = m.end()
+    out.append(s[pos:])
+    return "".join(out)
 
 
 def _decode_param(name: str) -> str:
@@ -352,10 +363,11 @@ class Part:
         if charset in ("", "us-ascii", "utf-8", "utf8", "ascii"):
             return data
         try:
-            codecs.lookup(charset)
-        except LookupError:
+            return data.decode(charset, "replace").encode("utf-8")
+        except (LookupError, UnicodeError, ValueError):
+            # Unknown, or a Python codec that is no text encoding (hex, rot13) or cannot
+            # decode with "replace" (idna, undefined): left as is.
             return data
-        return data.decode(charset, "replace").encode("utf-8")
 
     def is_dsn(self) -> bool:
         return (
@@ -626,6 +638,9 @@ class Envelope:
     date: datetime | None
 
 
+_TOLERATED_DEFECTS = (email.errors.NonPrintableDefect, email.errors.NonASCIILocalPartDefect)
+
+
 def _addresses(header: Header, name: str) -> list[NameAddress]:
     value = header.get(name)
     if not value:
@@ -634,7 +649,11 @@ def _addresses(header: Header, name: str) -> list[NameAddress]:
         parsed = email.policy.default.header_factory(name, value)
     except Exception:
         return []
-    if not isinstance(parsed, email.headerregistry.AddressHeader) or parsed.defects:  # type: ignore[attr-defined]
+    if not isinstance(parsed, email.headerregistry.AddressHeader):
+        return []
+    # Not parse failures (Go's net/mail, and so mox, takes them): a non-printable character
+    # such as DEL in a decoded display name, and a UTF-8 localpart (RFC 6532, SMTPUTF8).
+    if any(not isinstance(d, _TOLERATED_DEFECTS) for d in parsed.defects):  # type: ignore[attr-defined]
         return []
     out = []
     for a in parsed.addresses:
@@ -645,7 +664,9 @@ def _addresses(header: Header, name: str) -> list[NameAddress]:
             address = str(parse_address(a.addr_spec if a.addr_spec else spec))
         except AddressError:
             address = spec
-        out.append(NameAddress(name=decode_words(a.display_name), address=address))
+        # display_name is already RFC 2047-decoded; decoding it again would turn a name
+        # that reads "=?...?=" (sent encoded) into something else.
+        out.append(NameAddress(name=a.display_name, address=address))
     return out
 
 

@@ -23,6 +23,12 @@ of its network is reached), and it is released on the first call after the windo
 IPv4-mapped IPv6 addresses (``::ffff:192.0.2.1``) count as their IPv4 address, as in Go.
 
 A limiter is not thread-safe: use it from the reactor thread only.
+
+Login attempts go through :meth:`Limiter.begin_attempt` and :meth:`Limiter.end_attempt`:
+an attempt is counted as a failure *before* its password is checked and forgiven when it
+succeeds.  Checking first and counting afterwards (``can_add``, verify, ``add``) would let
+guesses sent in parallel all pass the check while the first ones are still being
+verified, so any number of them would be tried.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from collections.abc import Iterable
 from typing import TypeAlias
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 __all__ = [
@@ -149,6 +156,10 @@ class Limiter:
     clock: IReactorTime
     windows: tuple[WindowLimit, ...] = attrs.field(converter=_windows_tuple)
     _states: tuple[_WindowState, ...] = attrs.field(init=False)
+    #: Attempts being checked, per exact-class key, and who waits for them to end
+    #: (entries exist only while there are some: bounded by the open connections).
+    _in_flight: dict[_Key, int] = attrs.field(init=False, factory=dict)
+    _waiters: dict[_Key, list[Deferred[None]]] = attrs.field(init=False, factory=dict)
 
     @_states.default
     def _make_states(self) -> tuple[_WindowState, ...]:
@@ -222,13 +233,47 @@ class Limiter:
                 else:
                     counts.pop(key, None)
 
+    async def begin_attempt(self, ip: IPLike) -> bool:
+        """Count a login attempt from ``ip`` as failed, before its password is checked;
+        False (record nothing, answer 429) if that would exceed a limit.
+
+        When the limit is reached only because attempts from ``ip`` are still being
+        checked, this waits for them to end and tries again: a client opening several
+        connections at once with the right password is not refused because its first
+        checks are still running.  Every True must be followed by :meth:`end_attempt`.
+        """
+        key = _keys(ip)[0]
+        while not self.add(ip):
+            if not self._in_flight.get(key):
+                return False
+            waiter: Deferred[None] = Deferred()
+            self._waiters.setdefault(key, []).append(waiter)
+            await waiter
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        return True
+
+    def end_attempt(self, ip: IPLike, ok: bool) -> None:
+        """The attempt begun by :meth:`begin_attempt` ended; ``ok``: the login succeeded,
+        which forgives ``ip``'s failures (:meth:`reset`), else it stays counted."""
+        key = _keys(ip)[0]
+        left = self._in_flight.get(key, 0) - 1
+        if left > 0:
+            self._in_flight[key] = left
+        else:
+            self._in_flight.pop(key, None)
+        if ok:
+            self.reset(ip)
+        for waiter in self._waiters.pop(key, []):
+            waiter.callback(None)
+
     def prune(self) -> None:
         """Drop the counters of windows that have ended (also done by every other call)."""
         self._rotate()
 
     def tracked_entries(self) -> int:
-        """Number of counters currently held, over all windows (for metrics and tests)."""
-        return sum(len(state.counts) for state in self._states)
+        """Number of counters currently held, over all windows, plus attempts in progress
+        (for metrics and tests)."""
+        return sum(len(state.counts) for state in self._states) + len(self._in_flight) + len(self._waiters)
 
 
 def _check_n(n: int) -> None:

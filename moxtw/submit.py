@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from .address import Address
 from .config import AccountConfig, Config
-from .metrics import messages_queued
+from .metrics import child, messages_queued
 from .store import Store
 from .store.queue import LimitReached, NewMessage, SendLimits, insert_messages
 from .webapi.compose import new_token, token_bytes
@@ -206,7 +206,7 @@ class Submitter:
                 ) from None
             self.log.failure("queueing message")
             raise SubmitError("server", "error queueing message") from None
-        messages_queued.labels(source).inc(len(ids))
+        child(messages_queued, source).inc(len(ids))
         self.on_queued()
         return messages, ids
 

@@ -7,6 +7,8 @@ validates the whole configuration, so a bad file makes twistd print every proble
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from twisted.python import usage
 
 from .config import Config, ConfigError, load_config
 from .store.lock import DataDirInUse, lock_data_dir
+from .tls import TLSFileError, check_tls_config
 
 log = Logger()
 
@@ -65,10 +68,12 @@ class Options(usage.Options):
     config: Config
     created: bool = False
     directory: Path | None = None
+    #: Applied to the file at each reload (localserve's flags override it).
+    adjust: Callable[[Config], Config] | None = None
 
     def postOptions(self) -> None:
         if self.subCommand == "localserve":
-            from .localserve import Overrides, load_localserve
+            from .localserve import Overrides, apply_overrides, load_localserve
 
             if self["config"]:
                 raise usage.UsageError("localserve reads DIR/moxtw.toml; do not pass --config")
@@ -80,6 +85,7 @@ class Options(usage.Options):
                 webhook_authorization=sub["webhook-authorization"],
                 retry_scale=sub["retry-scale"],
             )
+            self.adjust = functools.partial(apply_overrides, overrides=overrides)
             try:
                 self.config, self.created = load_localserve(self.directory, overrides)
             except ConfigError as e:
@@ -94,6 +100,11 @@ class Options(usage.Options):
             except ConfigError as e:
                 raise usage.UsageError(str(e)) from None
         try:
+            # The certificate and key must load (logged and swapped again on SIGHUP).
+            check_tls_config(self.config.tls)
+        except TLSFileError as e:
+            raise usage.UsageError(str(e)) from None
+        try:
             lock_data_dir(self.config.data_dir)
         except (DataDirInUse, OSError) as e:
             raise usage.UsageError(str(e)) from None
@@ -105,7 +116,7 @@ def makeService(options: Options) -> IService:
     from .app import build_service
 
     reactor_: Any = reactor
-    service = build_service(options.config, reactor_)
+    service = build_service(options.config, reactor_, adjust=options.adjust)
     if options.subCommand == "localserve":
         from .localserve import banner
 

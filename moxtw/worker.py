@@ -30,6 +30,11 @@ class _ParentLink(protocol.Protocol):
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
+        #: Gets what the main process writes (configuration reloads, moxtw.settings).
+        self.receiver: Any = lambda data: None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.receiver(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         log.info("main process went away; stopping")
@@ -58,13 +63,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     from twisted.internet import reactor
 
+    from . import metrics
     from .app import build_parts
     from .config import load_config
     from .workers import reuseport_socket
 
     r: Any = reactor
+    metrics.set_process(f"worker{args.number}")
     parent = os.getppid()
     _die_with_parent(parent)
+    # SIGHUP reloads the main process's TLS certificate and configuration; workers have
+    # no TLS, get the configuration from the main process (moxtw.settings), and a SIGHUP
+    # to the whole process group must not kill them.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = load_config(args.config)
     parts, services = build_parts(config, r)
     pending = [False]
@@ -84,6 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.callLater(0, send)
 
     parts.webapi.methods.on_queued = notify_queued
+    # Configuration reloads come from the main process; settings saved here ask it for one.
+    from .settings import WorkerSettingsLink
+
+    def write(data: bytes) -> None:
+        if link.transport is not None:
+            link.transport.write(data)
+
+    settings_link = WorkerSettingsLink(parts.settings.live, write)
+    link.receiver = settings_link.data_received
+    parts.settings.reload = settings_link.request_reload
     # Admin changes that make messages due (release, reschedule) kick the main
     # process's queue the same way.
     parts.admin.ops.on_changed = notify_queued

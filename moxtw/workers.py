@@ -7,7 +7,9 @@ the kernel spreads connections over N + 1 reactors.  SQLite serialises their com
 one writer at a time); a shared PostgreSQL store will do the same for several machines.
 
 Workers only serve HTTP.  The queue, webhooks and SMTP stay in the main process, which a
-worker tells about newly queued messages by writing ``q`` on its standard output.
+worker tells about newly queued messages by writing ``q`` on its standard output.  After
+each configuration reload the main process writes the configuration text it applied to
+every worker's standard input (:mod:`moxtw.settings`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from . import metrics
 
 #: Seconds to wait before restarting a worker that exited unexpectedly.
 RESTART_DELAY = 1.0
@@ -42,6 +46,10 @@ class _WorkerProtocol(protocol.ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         if b"q" in data:
             self.owner.on_queued()
+        # "c": the worker changed the configuration file and waits for a reload
+        # (moxtw.settings), one answer per request.
+        for _ in range(data.count(b"c")):
+            self.owner.on_reload_request(self.number)
 
     def errReceived(self, data: bytes) -> None:
         self._err += data
@@ -158,9 +166,16 @@ class HTTPWorkers(Service):
         self.workers: dict[int, _WorkerProtocol] = {}
         self.processes: dict[int, Any] = {}
         self.on_queued: Any = lambda: None
+        #: Called with a worker's number when it asks for a configuration reload.
+        self.on_reload_request: Any = lambda number: None
+        #: Where workers keep their metrics for the main process's /metrics (see
+        #: :mod:`moxtw.metrics`); None: not collected.
+        self.metrics_dir: str | None = None
 
     def startService(self) -> None:
         Service.startService(self)
+        if self.metrics_dir is not None:
+            metrics.prepare_worker_dir(self.metrics_dir)
         for number in range(self.count):
             self._spawn(number)
 
@@ -170,8 +185,24 @@ class HTTPWorkers(Service):
             args += ["--listen", listener.address]
         proto = _WorkerProtocol(self, number)
         self.workers[number] = proto
-        self.processes[number] = self.reactor.spawnProcess(proto, sys.executable, args, env=dict(os.environ))
+        env = dict(os.environ)
+        if self.metrics_dir is not None:
+            env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        self.processes[number] = self.reactor.spawnProcess(proto, sys.executable, args, env=env)
         self.log.info("started HTTP worker {number}", number=number)
+
+    def send(self, number: int, data: bytes) -> None:
+        """Write ``data`` to worker ``number``'s standard input (dropped if it is gone)."""
+        process = self.processes.get(number)
+        if process is not None:
+            try:
+                process.write(data)
+            except Exception:  # exited meanwhile; a restarted worker reads the file
+                pass
+
+    def broadcast(self, data: bytes) -> None:
+        for number in list(self.processes):
+            self.send(number, data)
 
     def _ended(self, proto: _WorkerProtocol, reason: Failure) -> None:
         if self.workers.get(proto.number) is not proto:

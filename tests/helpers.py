@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,31 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+LOCALSERVE_LISTENERS = ("smtp", "submission", "submissions", "http", "metrics")
+
+
+def localserve_config(
+    directory: Path, *, ports: Mapping[str, int] | None = None, unlimited: bool = False
+) -> dict[str, int]:
+    """localserve's generated configuration in ``directory`` with its listeners on
+    127.0.0.1 at ``ports`` (by listener name; default: free ports) and (``unlimited``)
+    daily sending limits raised out of the way; returns the ports by listener."""
+    from moxtw.localserve import ensure_config
+
+    path, _ = ensure_config(directory)
+    text = path.read_text()
+    ports = dict(ports) if ports is not None else {name: free_port() for name in LOCALSERVE_LISTENERS}
+    for name, port in ports.items():
+        text, n = re.subn(rf"^{name} = \[.*\]", f'{name} = ["tcp:{port}:interface=127.0.0.1"]', text, flags=re.M)
+        assert n == 1, f"listener {name} not in the localserve config"
+    if unlimited:
+        for key in ("max_outgoing_messages_per_day", "max_first_time_recipients_per_day"):
+            text, n = re.subn(rf"^{key} = \d+", f"{key} = 100000000", text, flags=re.M)
+            assert n == 1, f"{key} not in the localserve config"
+    path.write_text(text)
+    return ports
 
 
 class _Collect(protocol.ProcessProtocol):

@@ -32,9 +32,10 @@ from werkzeug.routing import RequestRedirect
 from ..config import OUTGOING_EVENTS
 from ..passwords import PasswordVerifier
 from ..ratelimit import Limiter
+from ..settings import SettingsError, SettingsOps, settings_json
 from ..store import admin as sa
 from ..store import webhooks as sw
-from ..webapi.gojson import GoJSONError, decode, encode, is_gostruct, parse_time
+from ..webapi.gojson import GoJSONError, decode, encode, is_gostruct, parse_time, quote
 from ..webapi.http import set_security_headers
 from . import types as t
 from .ops import AdminError, QueueAdmin, RuleView
@@ -77,6 +78,10 @@ def encode_result(value: Any) -> str:
         return encode(value, html_escape=True).decode("utf-8")
     if isinstance(value, list):
         return "[" + ",".join(encode_result(v) for v in value) + "]"
+    if isinstance(value, str):
+        return quote(value, html_escape=True)
+    if isinstance(value, dict):  # a Go map[string]X: keys sorted
+        return "{" + ",".join(f"{quote(k, html_escape=True)}:{encode_result(value[k])}" for k in sorted(value)) + "}"
     raise TypeError(f"cannot encode {value!r}")
 
 
@@ -95,6 +100,14 @@ def _decode_param(index: int, name: str, kind: Any, value: Any) -> Any:
     if kind == "bool":
         if not isinstance(value, bool):
             raise _Reply(200, USER, f"{where}: expected true or false, got {json.dumps(value)}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise _Reply(200, USER, f"{where}: expected a string, got {json.dumps(value)}")
+        return value
+    if kind == "object":
+        if not isinstance(value, dict):
+            raise _Reply(200, USER, f"{where}: expected an object, got {json.dumps(value)}")
         return value
     if kind == "bool?":
         if value is not None and not isinstance(value, bool):
@@ -251,6 +264,12 @@ class AdminAPI:
     bad_auth_delay: float = 1.0
     #: The path the API is mounted at (for the redirect from the path without slash).
     base_path: str = "/admin/api/"
+    #: DNSBL zones monitored (moxtw.dnsbl; empty: no monitor) and the latest results,
+    #: ip → zone → status, for DNSBLStatus.
+    dnsbl_zones: tuple[str, ...] = ()
+    dnsbl_results: Callable[[], dict[str, dict[str, str]]] = dict
+    #: Account settings and configuration reloads (moxtw.settings); None: not offered.
+    settings: SettingsOps | None = None
 
     app: ClassVar[Klein] = Klein()
     log: ClassVar[Logger] = Logger()
@@ -279,6 +298,13 @@ class AdminAPI:
                 self.HookRetiredList,
             ),
             "HookCancel": ((("filter", t.HookFilter),), self.HookCancel),
+            "DNSBLStatus": ((), self.DNSBLStatus),
+            "AccountSettingsGet": ((("account", "str"),), self.AccountSettingsGet),
+            "AccountSettingsSave": (
+                (("account", "str"), ("changes", "object"), ("version", "str")),
+                self.AccountSettingsSave,
+            ),
+            "ConfigReload": ((), self.ConfigReload),
         }
 
     # --- methods ---------------------------------------------------------------------------
@@ -343,6 +369,41 @@ class AdminAPI:
 
     async def HookCancel(self, f: t.HookFilter) -> int:
         return await self.ops.cancel_hooks(to_hook_filter(f, self.ops.now()))
+
+    async def DNSBLStatus(self) -> list[Any]:
+        """mox's ``(results map[ip]map[zone]status, using, monitoring []Domain)``: the DNSBL
+        monitor's latest results; ``using`` is nil, moxtw never filters incoming mail."""
+        monitoring = [t.domain(z) for z in self.dnsbl_zones] or None
+        return [self.dnsbl_results(), None, monitoring]
+
+    # --- account settings (moxtw.settings) --------------------------------------------------
+
+    def _settings(self) -> SettingsOps:
+        if self.settings is None:
+            raise AdminError("account settings cannot be changed in this process")
+        return self.settings
+
+    async def AccountSettingsGet(self, account: str) -> dict[str, Any]:
+        """The account's settings in effect (secrets redacted) and their ``version``."""
+        try:
+            return settings_json(self._settings().get(account))
+        except SettingsError as e:
+            raise AdminError(str(e)) from None
+
+    async def AccountSettingsSave(self, account: str, changes: dict[str, Any], version: str) -> dict[str, Any]:
+        """Change settings in the configuration file and apply them (``version`` from
+        AccountSettingsGet refuses a change over someone else's; "" skips the check)."""
+        try:
+            return (await self._settings().save(account, changes, version=version)).to_json()
+        except SettingsError as e:
+            raise AdminError(str(e)) from None
+
+    async def ConfigReload(self) -> dict[str, Any]:
+        """Re-read the configuration file, as SIGHUP does: what was applied, what needs a restart."""
+        try:
+            return (await self._settings().reload_now()).to_json()
+        except SettingsError as e:
+            raise AdminError(str(e)) from None
 
     # --- routing ---------------------------------------------------------------------------
 
@@ -454,12 +515,16 @@ class AdminAPI:
         if not header or not header.lower().startswith(b"basic "):
             request.setHeader(b"www-authenticate", b'Basic realm="moxtw admin"')
             raise _Reply(401, "user:badAuth", "authentication required: HTTP basic auth with the admin password")
-        if not self.auth_limiter.can_add(ip):
+        # Counted as a failure before the password check (parallel guesses), forgiven on success.
+        if not await self.auth_limiter.begin_attempt(ip):
             raise _Reply(429, "user:badAuth", "too many failed authentication attempts, try again later")
         password = request.getPassword().decode("utf-8", "replace")
-        if not await self.verifier.verify(password, self.password_hash):
-            self.auth_limiter.add(ip)
+        ok = False
+        try:
+            ok = await self.verifier.verify(password, self.password_hash)
+        finally:
+            self.auth_limiter.end_attempt(ip, ok)
+        if not ok:
             await deferLater(self.clock, self.bad_auth_delay, lambda: None)
             request.setHeader(b"www-authenticate", b'Basic realm="moxtw admin"')
             raise _Reply(401, "user:badAuth", "authentication failed: wrong admin password")
-        self.auth_limiter.reset(ip)

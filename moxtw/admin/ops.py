@@ -127,6 +127,8 @@ class QueueAdmin:
             "drop queue messages", sa.drop, f, self.now(), self.keep_period
         )
         self.log.info("admin: dropped {n} queue message(s): {ids}", n=len(dropped), ids=_some(dropped))
+        if dropped:
+            self.on_changed()  # their "canceled" events go out as webhooks
         if released:
             await self.release_blobs()
         return dropped
@@ -191,6 +193,8 @@ class QueueAdmin:
             undo=discard_all,
         )
         self.log.info("admin: failed {n} queue message(s): {ids}", n=len(failed), ids=_some(failed))
+        if failed:
+            self.on_changed()  # their "failed" events go out as webhooks
         if released:
             await self.release_blobs()
         return failed

@@ -63,6 +63,7 @@ from twisted.mail import smtp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .. import metrics
 from .mx import DNSError, Resolver
 
 __all__ = [
@@ -267,6 +268,12 @@ class DeliveryClient(smtp.ESMTPClient):
         if self._tls_pending:  # data through TLS: the handshake worked
             self._tls_pending = False
             self.outcome.tls = True
+        if line[:3].isdigit() and line[:1] not in (b"2", b"3", b"4", b"5"):
+            # RFC 5321 §4.2: reply codes start with 2-5.  Anything else is a protocol
+            # error (temporary), not a 9xx "permanent" failure.
+            text = line[:80].decode("ascii", "replace")
+            self.sendError(smtp.SMTPProtocolError(-1, f"invalid reply code from remote smtp server: {text!r}"))
+            return
         super().lineReceived(line)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
@@ -574,7 +581,9 @@ async def _connect_once(
     try:
         await endpoint.connect(_Factory(proto))
     except Exception as e:
+        metrics.connection(e)
         return None, f"connecting to {ip} port {port}: {e}"
+    metrics.connection(None)
     return await proto.done, ""
 
 
@@ -597,6 +606,7 @@ async def _deliver_host(
             continue
         if outcome.tls_failed and not params.require_tls:
             log.info("delivery: tls with {host} {ip} failed ({error}), retrying in plain text", host=host, ip=ip, error=outcome.error)
+            metrics.queue_plaintext_fallback.inc()
             retry, retry_error = await _connect_once(reactor, host, ip, port, params, False, trust_root)
             if retry is None:
                 return AttemptResult(_all(params.recipients, permanent=False, error=retry_error), host, ip, False, retry_error, dialed=tuple(dialed)), False

@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from .. import metrics
 from ..config import Config
 from ..store import Store, outbox
 from ..store.outbox import Claimed, DSNRecord, Finish, FinishResult, StaleLease
@@ -118,7 +119,9 @@ class QueueService(Service):
 
     async def _recover(self) -> None:
         """Single-daemon store: attempts left unfinished by a crash end as interrupted
-        and their messages are due now (:mod:`moxtw.store.recovery`); then the first pass."""
+        and their messages are due now (:mod:`moxtw.store.recovery`); then the first pass,
+        and message files a crash left without a row are removed
+        (:meth:`moxtw.store.Store.sweep_orphans`)."""
         try:
             n = await self.store.db.run("recover interrupted attempts", recover_interrupted, self.clock.seconds())
             if n:
@@ -126,6 +129,14 @@ class QueueService(Service):
         except Exception:
             self.log.failure("recovering interrupted delivery attempts")
         self.kick()
+        try:
+            # A second of margin for file-system timestamp granularity: files of the
+            # previous run newer than that are swept at the next start.
+            removed = await self.store.sweep_orphans(self.store.opened - 1.0)
+            if removed:
+                self.log.info("{n} message file(s) left without a row by the last stop removed", n=removed)
+        except Exception:
+            self.log.failure("removing message files left by the last stop")
 
     async def _stop(self) -> None:
         self._stopping = True
@@ -426,6 +437,7 @@ class QueueService(Service):
                 id=row.id,
             )
             return None
+        metrics.queue_result(kind, o, result.suppressing)
         if self.on_event is not None:
             self.on_event()
         self.log.info(

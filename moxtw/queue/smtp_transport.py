@@ -7,13 +7,14 @@ recipient localparts simulate failures.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
+from .. import metrics
 from ..config import Config
-from ..delivery.client import AttemptResult, deliver, deliver_to
+from ..delivery.client import AttemptResult, Timeouts, deliver, deliver_to
 from ..delivery.mx import Resolver
 from .transport import Batch, RecipientOutcome, Result
 
@@ -35,6 +36,11 @@ class SMTPTransport:
     config: Config
     reactor: Any
     resolver: Resolver
+    #: Called with the number of SMTP connections an attempt dialled (the DNSBL monitor
+    #: checks early after many).
+    on_connections: Callable[[int], None] | None = None
+    #: Connect and reply timeouts (mox's smtpclient defaults; tests use short ones).
+    timeouts: Timeouts = attrs.Factory(Timeouts)
 
     async def __call__(self, batch: Batch) -> Sequence[RecipientOutcome]:
         if self.config.localserve and len(batch.messages) > 1:
@@ -58,8 +64,10 @@ class SMTPTransport:
             "require_tls": batch.require_tls,
             "smtputf8": batch.smtputf8,
             "has_8bit": batch.has_8bit,
+            "timeouts": self.timeouts,
         }
         result: AttemptResult
+        start = self.reactor.seconds()
         if self.config.localserve:
             ip, port = localserve_address(self.config)
             result = await deliver_to(self.reactor, "localhost", ip, port, **common)
@@ -67,6 +75,10 @@ class SMTPTransport:
             result = await deliver(
                 self.reactor, self.resolver, domain=batch.domain, port=self.config.queue.port, **common
             )
+        transport = batch.transport or ("localserve" if self.config.localserve else "direct")
+        metrics.delivery_attempt(result, self.reactor.seconds() - start, transport, batch.require_tls)
+        if self.on_connections is not None and result.dialed:
+            self.on_connections(len(result.dialed))
         outcomes = []
         for message, r in zip(batch.messages, result.recipients, strict=False):
             if r.ok:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.ssl import CertificateOptions, PrivateCertificate
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from ..accounts import Accounts
@@ -14,6 +13,7 @@ from ..passwords import PasswordVerifier
 from ..ratelimit import Limiter, failed_auth_limiter
 from ..store import Store
 from ..submit import Submitter
+from ..tls import tls_context_from_config
 from .incoming import Deliver, IncomingBackend
 from .server import ServerOptions, SMTPServerFactory
 from .submission import SubmissionBackend
@@ -25,18 +25,6 @@ class SMTPFactories(NamedTuple):
     smtp: SMTPServerFactory  # incoming, port 25 (localserve 1025)
     submission: SMTPServerFactory  # STARTTLS, port 587 (localserve 1587)
     submissions: TLSMemoryBIOFactory | None  # implicit TLS, port 465 (localserve 1465)
-
-
-def tls_context_from_config(config: Config) -> CertificateOptions | None:
-    """A pyOpenSSL server context from ``[tls]`` cert_file/key_file (None if not set).
-
-    Reads the files synchronously: call it while building the service, not later.
-    """
-    if config.tls.cert_file is None or config.tls.key_file is None:
-        return None
-    pem = config.tls.cert_file.read_bytes() + b"\n" + config.tls.key_file.read_bytes()
-    options: CertificateOptions = PrivateCertificate.loadPEM(pem).options()
-    return options
 
 
 def build_smtp_factories(
@@ -56,7 +44,8 @@ def build_smtp_factories(
 ) -> SMTPFactories:
     """The incoming, submission (STARTTLS) and submissions (implicit TLS) factories.
 
-    ``tls_context_factory`` defaults to :func:`tls_context_from_config`; without TLS,
+    ``tls_context_factory`` defaults to :func:`moxtw.tls.tls_context_from_config` (the
+    daemon passes its reloadable :class:`moxtw.tls.ServerTLS`); without TLS,
     STARTTLS is not offered and ``submissions`` is None.  ``submitter`` defaults to a
     :class:`~moxtw.submit.Submitter` over ``store`` (pass the webapi's to share its
     ``on_queued``).  ``plaintext_auth`` (AUTH without TLS on the submission port)

@@ -67,7 +67,9 @@ def special_code(localpart: str) -> int | str | None:
     if localpart.endswith("timeout"):
         return "timeout"
     tail = localpart[-3:]
-    if len(tail) == 3 and tail.isdigit() and 400 <= int(tail) <= 600:
+    # ASCII digits only, as Go's strconv (int("²²²") raises).  mox takes 400-600, but 600
+    # is no SMTP reply code (RFC 5321 §4.2: the first digit is 2 to 5): 400-599 here.
+    if len(tail) == 3 and tail.isascii() and tail.isdigit() and 400 <= int(tail) <= 599:
         return int(tail)
     return None
 

@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.mail import smtp
 from twisted.python.failure import Failure
 
+from .. import metrics
 from ..accounts import Accounts, Login
 from ..address import Address, AddressError, parse_address
 from ..passwords import PasswordVerifier
@@ -178,6 +179,19 @@ class SMTPServerFactory(ServerFactory):
         return p
 
 
+def set_no_delay(transport: Any) -> None:
+    """Turn off Nagle's algorithm on ``transport`` (or, for TLS, the TCP transport under it)."""
+    while transport is not None:
+        setter = getattr(transport, "setTcpNoDelay", None)
+        if setter is not None:
+            try:
+                setter(True)
+            except OSError:
+                pass
+            return
+        transport = getattr(transport, "transport", None)
+
+
 class SMTPServer(smtp.ESMTP):
     """One SMTP connection; see the module docstring."""
 
@@ -207,6 +221,7 @@ class SMTPServer(smtp.ESMTP):
         self._data: list[bytes] = []
         self._data_size = 0
         self._data_too_large = False
+        self._data_bad_crlf = False
 
     @property
     def _t(self) -> Any:
@@ -217,6 +232,10 @@ class SMTPServer(smtp.ESMTP):
     # --- connection ------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        # Replies are small writes answering pipelined commands one by one: without
+        # TCP_NODELAY, Nagle's algorithm holds each reply until the previous one is
+        # acknowledged, and the client's delayed ACK makes that milliseconds per command.
+        set_no_delay(self.transport)
         peer = self._t.getPeer()
         ip = str(getattr(peer, "host", ""))
         self.session = Session(remote_ip=ip, tls=self.options.implicit_tls)
@@ -233,6 +252,7 @@ class SMTPServer(smtp.ESMTP):
             return
         counts[ip] = counts.get(ip, 0) + 1
         self._counted = True
+        metrics.smtp_connections.labels(metrics.smtp_listener(self.options)).inc()
         self.reply(220, "", f"{self.options.hostname} ESMTP moxtw")
         self.setTimeout(self.timeout)
 
@@ -347,7 +367,13 @@ class SMTPServer(smtp.ESMTP):
         except UnicodeDecodeError:
             self.reply(501, "5.5.2", "invalid utf-8 in command")
             return
-        result = handler(text)
+        try:
+            result = handler(text)
+        except Exception:
+            # A bug, not the client's fault: logged, answered, the connection lives on.
+            self.log.failure("smtp command failed")
+            self.reply(451, "4.3.0", "internal error, try again later")
+            return
         if result is not None:
             self._run(result)
 
@@ -474,40 +500,43 @@ class SMTPServer(smtp.ESMTP):
             self.reply(334, "", exchange.challenge())
             return
         self._end_auth()
-        await self._authenticate(exchange.username, exchange.password)
+        await self._authenticate(exchange.username, exchange.password, exchange.mechanism.lower())
 
     def _end_auth(self) -> None:
         self._auth = None
         self.mode = "COMMAND"
 
-    async def _authenticate(self, username: str, password: str) -> None:
+    async def _authenticate(self, username: str, password: str, mechanism: str = "plain") -> None:
         f = self.smtp_factory
         ip = self.session.remote_ip
+        # Counted as a failure before the password check (parallel guesses), forgiven on
+        # success; a peer without an IP address (not TCP) is not limited.
+        counted = True
         try:
-            limited = not f.auth_limiter.can_add(ip)
+            limited = not await f.auth_limiter.begin_attempt(ip)
         except ValueError:
-            limited = False
+            limited = counted = False
         if limited:
+            metrics.authentication_ratelimited.labels("smtp").inc()
             self.reply(421, "4.7.0", "too many authentication failures")
             self._t.loseConnection()
             return
         login = f.accounts.login(username)
         ok = False
-        if login is not None and not login.account.login_disabled and login.account.password_hash:
-            ok = await f.verifier.verify(password, login.account.password_hash)
+        try:
+            if login is not None and not login.account.login_disabled and login.account.password_hash:
+                ok = await f.verifier.verify(password, login.account.password_hash)
+        finally:
+            if counted:
+                f.auth_limiter.end_attempt(ip, ok and login is not None)
         if not ok or login is None:
-            try:
-                f.auth_limiter.add(ip)
-            except ValueError:
-                pass
+            disabled = login is not None and login.account.login_disabled
+            metrics.authentication("smtp", mechanism, "logindisabled" if disabled else "badcreds")
             if self.options.bad_auth_delay > 0:
                 await deferLater(f.clock, self.options.bad_auth_delay)
             self.reply(535, "5.7.8", "bad user/pass")
             return
-        try:
-            f.auth_limiter.reset(ip)
-        except ValueError:
-            pass
+        metrics.authentication("smtp", mechanism, "ok")
         self.session.login = login
         self.authenticated = True
         self.reply(235, "2.7.0", "nice")
@@ -564,9 +593,9 @@ class SMTPServer(smtp.ESMTP):
             if not self.ehlo:
                 raise Reply(555, "5.5.4", "parameters require EHLO")
             if key == "SIZE" and eq:
-                if not value.isdigit():
+                if not _is_number(value):
                     raise Reply(501, "5.5.4", "bad SIZE value")
-                p.size = int(value)
+                p.size = _number(value)
                 if p.size > self.options.max_message_size:
                     raise Reply(552, "5.3.4", "message too large")
             elif key == "BODY" and eq:
@@ -585,9 +614,9 @@ class SMTPServer(smtp.ESMTP):
                     raise Reply(501, "5.5.4", "duplicate HOLDFOR/HOLDUNTIL")
                 now = clock.seconds()
                 if key == "HOLDFOR":
-                    if not value.isdigit():
+                    if not _is_number(value):
                         raise Reply(501, "5.5.4", "bad HOLDFOR value")
-                    seconds = int(value)
+                    seconds = _number(value)
                     p.future_release_request = f"for;{seconds}"
                 else:
                     try:
@@ -656,6 +685,7 @@ class SMTPServer(smtp.ESMTP):
         self._data = []
         self._data_size = 0
         self._data_too_large = False
+        self._data_bad_crlf = False
         self.reply(354, "", "see you at the bare dot")
 
     def _data_line(self, line: bytes) -> None:
@@ -665,12 +695,25 @@ class SMTPServer(smtp.ESMTP):
             data, self._data = b"".join(self._data), []
             assert tx is not None
             if self._data_too_large:
+                metrics.smtp_transaction(self.options, 552)
                 self.reply(552, "5.3.4", "message too large")
+                return
+            if self._data_bad_crlf:
+                metrics.smtp_transaction(self.options, 500)
+                self.reply(500, "5.5.2", "invalid bare \\r or \\n, may be smtp smuggling")
                 return
             self._run(self._message(tx, data))
             return
+        # Like mox: a bare CR, or a bare LF next to a dot line ("\n.\n", "\n.\r\n",
+        # "\r\n.\n"), fails the message (SMTP smuggling); other bare LFs become CRLF, so
+        # the message we check (e.g. the submission From rule) is the message that a
+        # mail program shows: "Subject: x\nFrom: someone-else" is two header lines.
+        if b"\r" in line or line.startswith(b".\n") or b"\n.\n" in line or line.endswith(b"\n."):
+            self._data_bad_crlf = True
         if line.startswith(b"."):
             line = line[1:]
+        if b"\n" in line:
+            line = line.replace(b"\n", b"\r\n")
         self._data_size += len(line) + 2
         if self._data_size > self.options.max_message_size:
             self._data_too_large = True
@@ -679,11 +722,19 @@ class SMTPServer(smtp.ESMTP):
             self._data.append(line + b"\r\n")
 
     async def _message(self, tx: Transaction, data: bytes) -> None:
+        result: str | int = "error"  # an unexpected exception
         try:
             await self.backend.data(self.session, tx, data)
+            result = 250
         except Reply as r:
+            result = r.code
             self.send_reply(r)
             return
+        except HoldReply as h:
+            result = h.reply.code
+            raise
+        finally:
+            metrics.smtp_transaction(self.options, result)
         self.reply(250, "2.2.0", "it is done")
 
 
@@ -717,6 +768,17 @@ class _AuthExchange:
             return False
         self.password = text
         return True
+
+
+def _is_number(value: str) -> bool:
+    """ASCII digits only ("²".isdigit() is true, but int() refuses it)."""
+    return value.isascii() and value.isdigit()
+
+
+def _number(value: str) -> int:
+    """An ``_is_number`` value; more than 18 digits (beyond any limit, and beyond what
+    int() converts in Python 3.11+ at 4300) counts as 10**18."""
+    return int(value) if len(value) <= 18 else 10**18
 
 
 def _rfc3339_utc(dt: datetime) -> str:

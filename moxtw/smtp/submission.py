@@ -22,6 +22,7 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from .. import metrics
 from ..accounts import Accounts
 from ..address import Address, AddressError, parse_address
 from ..config import Config
@@ -62,9 +63,11 @@ class SubmissionBackend:
         assert login is not None  # the server asks for AUTH first
         address = tx.mail_from
         if address is None or not self.accounts.may_send_from(login.account, address):
+            metrics.submission("smtp", "badfrom")
             raise Reply(550, "5.7.1", "must match authenticated user")
         domain = self.accounts.domain(address.domain)
         if domain is not None and domain.disabled:
+            metrics.submission("smtp", "domaindisabled")
             raise Reply(450, "4.7.0", "domain of mail from address is temporarily disabled")
         # A FromID login may pick its own FromID: MAIL FROM base+<id>@domain (mox does the
         # same).  MAIL FROM equal to the login address itself gets generated FromIDs, as in
@@ -89,22 +92,27 @@ class SubmissionBackend:
         try:
             extra = parse_extra(fields)
         except DuplicateExtraKey as e:
+            metrics.submission("smtp", "badmessage")
             raise Reply(554, "5.6.0", str(e)) from None
         values: dict[str, list[str]] = {}
         for name, value in fields:
             values.setdefault(name.lower(), []).append(value)
         froms = values.get("from", [])
         if len(froms) != 1:
+            metrics.submission("smtp", "badmessage")
             raise Reply(550, "5.7.1", "message requires a single From header")
         addresses = email.utils.getaddresses(froms)
         if not addresses:
+            metrics.submission("smtp", "badmessage")
             raise Reply(550, "5.7.1", "message requires a From address")
         for _, addr in addresses:
             try:
                 parsed = parse_address(addr)
             except AddressError:
+                metrics.submission("smtp", "badfrom")
                 raise Reply(550, "5.7.1", "message from address must belong to authenticated user") from None
             if not self.accounts.may_send_from(login.account, parsed):
+                metrics.submission("smtp", "badfrom")
                 raise Reply(550, "5.7.1", "message from address must belong to authenticated user")
 
         now_s = self.clock.seconds()
@@ -152,6 +160,7 @@ class SubmissionBackend:
         try:
             await self.submitter.submit(submission, "smtp")
         except SubmitError as e:
+            metrics.submission("smtp", e.code)
             if e.code in _LIMIT_REPLIES:
                 raise _LIMIT_REPLIES[e.code] from None
             if e.code == "fromid":
@@ -159,3 +168,4 @@ class SubmissionBackend:
             if e.code == "user":
                 raise Reply(554, "5.7.0", e.message) from None
             raise Reply(451, "4.3.0", "error queueing message, try again later") from None
+        metrics.submission("smtp", "ok")

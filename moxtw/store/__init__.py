@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from . import integrity
 from .blobs import BlobStore, FileBlobStore
 from .database import Database, migrate_sqlite
 from .engines import SqliteEngine
@@ -34,6 +36,9 @@ class Store:
     blobs: FileBlobStore
     data_dir: Path
     threadpool: ThreadPool
+    #: When :meth:`open` ran (UNIX time): every message file written since is this
+    #: daemon's (or its worker processes').
+    opened: float = attrs.field(init=False, default=0.0)
 
     log = Logger()
 
@@ -45,6 +50,7 @@ class Store:
         self.db.before_commit.append(self.blobs.sync)
 
     def open(self) -> None:
+        self.opened = time.time()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         old, new = migrate_sqlite(str(self.db_path))
         if old != new:
@@ -74,6 +80,20 @@ class Store:
             undo=self.blobs.discard,
             **kwargs,
         )
+
+    async def sweep_orphans(self, before: float) -> int:
+        """Remove message files written before ``before`` that no row refers to (a crash
+        between a file's fsync and its row's commit leaves one: :mod:`.integrity`).  Only
+        for a store one daemon uses, at its start; returns how many were removed."""
+        removed = 0
+        candidates = await self.blobs.older(before)
+        for chunk in integrity.chunks(candidates):
+            referenced = await self.db.run("referenced message files", integrity.referenced_blobs, chunk)
+            orphans = [key for key in chunk if key not in referenced]
+            if orphans:
+                await self.blobs.delete(orphans)
+                removed += len(orphans)
+        return removed
 
     async def close(self) -> None:
         await self.db.stop()

@@ -14,12 +14,15 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
+
+from .. import metrics
 
 
 class BlobStore(Protocol):
@@ -81,6 +84,7 @@ class FileBlobStore:
         return self.root / key[:2] / key
 
     def write(self, data: bytes) -> str:
+        start = time.monotonic()
         with self._lock:
             shard = self._shard
         key = shard + secrets.token_hex(15)
@@ -99,6 +103,7 @@ class FileBlobStore:
             os.close(fd)
         with self._lock:
             self._dirty.add(directory)
+        metrics.store_blob_write_duration.observe(time.monotonic() - start)
         return key
 
     def sync(self) -> None:
@@ -133,6 +138,24 @@ class FileBlobStore:
 
     def _keys(self) -> list[str]:
         return [p.name for d in self.root.iterdir() if d.is_dir() for p in d.iterdir() if not p.name.startswith(".")]
+
+    def _older(self, before: float) -> list[str]:
+        keys = []
+        for d in self.root.iterdir():
+            if not d.is_dir():
+                continue
+            for p in d.iterdir():
+                try:
+                    if not p.name.startswith(".") and p.stat().st_mtime < before:
+                        keys.append(p.name)
+                except FileNotFoundError:
+                    pass
+        return keys
+
+    async def older(self, before: float) -> list[str]:
+        """Keys of the blobs last written before ``before`` (UNIX time)."""
+        result: list[str] = await deferToThreadPool(self.reactor, self.threadpool, self._older, before)
+        return result
 
     async def keys(self) -> list[str]:
         result: list[str] = await deferToThreadPool(self.reactor, self.threadpool, self._keys)

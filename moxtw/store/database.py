@@ -13,6 +13,7 @@ import functools
 import importlib.resources
 import re
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -23,6 +24,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .. import metrics
 from .engines import Engine
 
 P = ParamSpec("P")
@@ -46,6 +48,8 @@ class _Pending:
     prepare: Callable[[], Any] | None = None
     undo: Callable[[Any], None] | None = None
     prepared: Any = _UNSET
+    #: When the request was made (``time.monotonic()``, for metrics).
+    queued: float = attrs.Factory(time.monotonic)
 
     def discard(self) -> None:
         """Undo the prepared side effect (the row that needed it did not commit)."""
@@ -131,7 +135,10 @@ class Database:
         delay = 0.01
         for attempt in range(6):
             try:
+                start = time.monotonic()
                 result: T = await pool.runInteraction(self._transaction, function, args, before)
+                kind = "single" if before is None else "batch"
+                metrics.store_transaction_duration.labels(kind).observe(time.monotonic() - start)
                 return result
             except Exception as e:
                 if attempt == 5 or not self.engine.is_retryable(e):
@@ -232,6 +239,7 @@ class Database:
     def _batch_done(self, results: list[Any] | Failure, batch: list[_Pending]) -> None:
         self.batches += 1
         self.batched_requests += len(batch)
+        metrics.store_batch([item.queued for item in batch], time.monotonic())
         # Still "committing" while the callbacks run: what they submit (the next claim
         # after a finished delivery, say) waits and goes into the next batch together,
         # instead of the first request starting a transaction of its own and the rest

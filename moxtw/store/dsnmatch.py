@@ -14,7 +14,10 @@ of that message's record instead of an ordinary incoming message:
   reported the message as spam).
 
 The event and the suppression belong to the account that sent the message (moxtw's fix
-8), and a failed DSN turns a message recorded as delivered into a failure for the "three
+8).  A report only counts when the account that received it is the one that sent the
+message: mox looks the FromID up across all accounts, so mail to bob's address carrying
+alice's FromID (or an ARF report naming it, or bob reusing alice's FromID for his own
+submission) would change alice's message record, events and suppressions.  A failed DSN turns a message recorded as delivered into a failure for the "three
 consecutive failures" rule (fix 6).  Everything happens in the caller's transaction, the
 one that stores the incoming message.
 """
@@ -56,27 +59,29 @@ class _Recipient:
     recipient: Address
 
 
-def _retired_by_fromid(cursor: Any, from_id: str) -> outbox.RetiredRow | None:
+def _retired_by_fromid(cursor: Any, from_id: str, account: str) -> outbox.RetiredRow | None:
     cursor.execute(
-        f"SELECT {outbox._RETIRED_COLUMNS} FROM queue_retired WHERE from_id = ? ORDER BY id DESC LIMIT 1",
-        (from_id,),
+        f"SELECT {outbox._RETIRED_COLUMNS} FROM queue_retired WHERE from_id = ? AND account = ?"
+        " ORDER BY id DESC LIMIT 1",
+        (from_id, account),
     )
     r = cursor.fetchone()
     return None if r is None else outbox._retired_row(r)
 
 
 def match_report(
-    cursor: Any, *, from_id: str, report: Report | None, problem: str = "", now: float
+    cursor: Any, *, account: str, from_id: str, report: Report | None, problem: str = "", now: float
 ) -> Matched | None:
-    """Record an incoming message for ``from_id`` against the retired message it concerns.
+    """Record an incoming message for ``from_id`` against the retired message it concerns,
+    among the messages sent by ``account`` (the account that received the report).
 
     ``report`` is what :func:`moxtw.dsnparse.parse_report` found (None: not a report, or a
     report it could not use, with its error in ``problem``).  Returns None when no retired
-    message has that FromID: the message is an ordinary incoming message then.
+    message of ``account`` has that FromID: the message is an ordinary incoming message then.
     """
     if not from_id:
         return None
-    row = _retired_by_fromid(cursor, from_id)
+    row = _retired_by_fromid(cursor, from_id, account)
     if row is None:
         return None
     recipient = _Recipient(row.id, row.account, Address(row.recipient_localpart, row.recipient_domain))

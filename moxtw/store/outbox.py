@@ -845,6 +845,19 @@ def list_queued(cursor: Any) -> list[QueueRow]:
     return [_queue_row(r) for r in cursor.fetchall()]
 
 
+def queue_counts(cursor: Any, now: float) -> dict[str, int]:
+    """Queued messages by state (for metrics): held; inflight (a delivery holds an
+    unexpired lease); due (``next_attempt`` passed); waiting (for a retry or release)."""
+    cursor.execute(
+        "SELECT CASE WHEN hold != 0 THEN 'held'"
+        " WHEN lease_token IS NOT NULL AND next_attempt > ? THEN 'inflight'"
+        " WHEN next_attempt <= ? THEN 'due' ELSE 'waiting' END AS state, count(*)"
+        " FROM queue_msg GROUP BY state",
+        (now, now),
+    )
+    return {str(state): int(n) for state, n in cursor.fetchall()}
+
+
 def attempt_history(cursor: Any, msg_id: int) -> list[AttemptRow]:
     """The attempts of a queued or retired message, oldest first."""
     cursor.execute(

@@ -24,8 +24,9 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
+from .. import metrics
 from ..accounts import Accounts, Login
-from ..metrics import webapi_duration, webapi_requests
+from ..metrics import webapi_requests
 from ..passwords import PasswordVerifier
 from ..ratelimit import Limiter
 from . import types as t
@@ -34,6 +35,7 @@ from .gojson import GoJSONError, decode_request, encode, encode_response
 from .http import parse_form, set_security_headers, text_error
 from .messages import MessageMethods, RawResult
 from .methods import Methods
+from .openapi import document_bytes
 
 METHODS = sorted(t.REQUEST_TYPES)
 
@@ -75,8 +77,16 @@ class WebAPI:
     def base(self, request: Request) -> bytes:
         set_security_headers(request)
         if request.method != b"GET":
+            request.setHeader(b"allow", b"GET")
             return text_error(request, 405, "405 - method not allow")
         return self._redirect(request, self.base_path + "v0/")
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request: Request) -> bytes:
+        """The OpenAPI 3.1 document of the webapi (no login needed, like the pages)."""
+        set_security_headers(request)
+        request.setHeader(b"access-control-allow-origin", b"*")
+        return _json(request, document_bytes(self.base_path))
 
     def _redirect(self, request: IRequest | Request, location: str) -> bytes:
         request.setResponseCode(303)
@@ -94,7 +104,8 @@ class WebAPI:
             "<body><h1>Webapi and webhooks</h1>"
             "<p>moxtw implements mox's webapi v0: POST a JSON request in form field "
             "<code>request</code> with HTTP basic auth. Documentation: "
-            '<a href="https://pkg.go.dev/github.com/mjl-/mox/webapi/">mox webapi</a>.</p>'
+            '<a href="https://pkg.go.dev/github.com/mjl-/mox/webapi/">mox webapi</a>; '
+            '<a href="../openapi.json">OpenAPI document</a>.</p>'
             f"<ul>{items}</ul></body></html>"
         ).encode()
 
@@ -107,6 +118,7 @@ class WebAPI:
         if request.method == b"GET":
             return self._method_page(request, method)
         if request.method != b"POST":  # HEAD, which werkzeug routes like GET
+            request.setHeader(b"allow", b"GET, POST")
             return _json_error(request, "protocol", "method not allowed - use get or post", 405)
         start = time.monotonic()
         result = "ok"
@@ -123,8 +135,7 @@ class WebAPI:
             self.log.failure("webapi {method}", method=method)
             return _json_error(request, "server", "unhandled error")
         finally:
-            webapi_requests.labels(method, result).inc()
-            webapi_duration.labels(method).observe(time.monotonic() - start)
+            metrics.webapi_call(method, result, time.monotonic() - start)
 
     @app.handle_errors(RequestRedirect)
     def slash(self, request: IRequest, failure: Failure) -> bytes:
@@ -140,7 +151,11 @@ class WebAPI:
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request: IRequest, failure: Failure) -> bytes:
         set_security_headers(request)
-        return _json_error(request, "protocol", "method not allowed - use get or post", 405)
+        assert isinstance(failure.value, MethodNotAllowed)
+        allowed = sorted(m for m in failure.value.valid_methods or ["GET", "POST"] if m != "HEAD")
+        request.setHeader(b"allow", ", ".join(allowed).encode())
+        use = " or ".join(m.lower() for m in allowed)
+        return _json_error(request, "protocol", f"method not allowed - use {use}", 405)
 
     @app.handle_errors(Exception)
     def unhandled(self, request: IRequest, failure: Failure) -> bytes:
@@ -180,23 +195,28 @@ class WebAPI:
         username = request.getUser().decode("utf-8", "replace")
         password = request.getPassword().decode("utf-8", "replace")
         ip = request.getClientAddress().host
-        if not self.auth_limiter.can_add(ip):
+        # Counted as a failure before the password check (parallel guesses), forgiven on success.
+        if not await self.auth_limiter.begin_attempt(ip):
+            metrics.authentication_ratelimited.labels("webapi").inc()
             raise _Answered("ratelimited", text_error(request, 429, "429 - too many auth attempts"))
         login = self.accounts.login(username)
         ok = False
-        if login is not None and login.account.password_hash:
-            ok = await self.verifier.verify(password, login.account.password_hash)
+        try:
+            if login is not None and login.account.password_hash:
+                ok = await self.verifier.verify(password, login.account.password_hash)
+        finally:
+            self.auth_limiter.end_attempt(ip, ok and login is not None and not login.account.login_disabled)
         if not ok or login is None:
-            self.auth_limiter.add(ip)
+            metrics.authentication("webapi", "httpbasic", "badcreds")
             await deferLater(self.clock, self.bad_auth_delay, lambda: None)
             request.setHeader(b"www-authenticate", b"Basic realm=webapi")
             raise _Answered("badauth", text_error(request, 401, UNAUTHORIZED))
         if login.account.login_disabled:
-            self.auth_limiter.add(ip)
+            metrics.authentication("webapi", "httpbasic", "logindisabled")
             raise _Answered(
                 "badauth", text_error(request, 401, "401 - unauthorized - login is disabled for this account")
             )
-        self.auth_limiter.reset(ip)
+        metrics.authentication("webapi", "httpbasic", "ok")
         return login
 
     # --- pages -----------------------------------------------------------------------
@@ -217,7 +237,7 @@ class WebAPI:
 <html><head><meta charset="utf-8"><title>Method {method} - WebAPI - moxtw</title></head>
 <body>
 <h1>Method {method}</h1>
-<p><a href="./">all methods</a></p>
+<p><a href="./">all methods</a>, <a href="../openapi.json">OpenAPI document</a></p>
 <form id="call" method="post" action="{method}" enctype="multipart/form-data">
 <label for="request">Request (JSON)</label><br>
 <textarea id="request" name="request" rows="16" cols="80">{html.escape(example)}</textarea><br>

@@ -77,6 +77,9 @@ FORBIDDEN_HEADERS: dict[str, str] = {
     "content-transfer-encoding": "",
 }
 
+#: Longer words in a Subject are written as encoded-words, which can be folded.
+_MAX_PLAIN_WORD = 900
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -240,10 +243,11 @@ def _q_bytes(b: bytes) -> str:
     return "".join(out)
 
 
-def q_encode(s: str) -> str:
-    """Like Go's mime.QEncoding.Encode("utf-8", s): s itself if it needs no encoding,
-    else one or more encoded-words (separated by a space) of at most 75 chars."""
-    if not _needs_encoding(s):
+def q_encode(s: str, force: bool = False) -> str:
+    """Like Go's mime.QEncoding.Encode("utf-8", s): s itself if it needs no encoding
+    (and not ``force``), else one or more encoded-words (separated by a space) of at most
+    75 chars."""
+    if not force and not _needs_encoding(s):
         return s
     words: list[str] = []
     cur: list[str] = []
@@ -264,9 +268,9 @@ def q_encode(s: str) -> str:
     return " ".join(f"=?utf-8?q?{w}?=" for w in words)
 
 
-def _b_encode(s: str) -> str:
-    """Like Go's mime.BEncoding.Encode("utf-8", s)."""
-    if not _needs_encoding(s):
+def _b_encode(s: str, force: bool = False) -> str:
+    """Like Go's mime.BEncoding.Encode("utf-8", s) (always encoded with ``force``)."""
+    if not force and not _needs_encoding(s):
         return s
     data = _utf8(s)
     chunks: list[bytes] = []
@@ -334,11 +338,14 @@ def format_address(name: str, addr: Address, utf8: bool) -> str:
     s = f"<{local}@{domain}>"
     if name == "":
         return s
-    if all((_is_vchar(c) or c in " \t") and c < "\x80" for c in name):
+    # Not mox: a name with "=?" is encoded even when it is ASCII, as decoders (Python's,
+    # mail clients) also decode encoded-words inside a quoted-string (RFC 2047 §5).
+    looks_encoded = "=?" in name
+    if not looks_encoded and all((_is_vchar(c) or c in " \t") and c < "\x80" for c in name):
         return f"{_quote_string(name)} {s}"
     if any(c in "\"#$%&'(),.:;<>@[]^`{|}~" for c in name):
-        return f"{_b_encode(name)} {s}"
-    return f"{q_encode(name)} {s}"
+        return f"{_b_encode(name, looks_encoded)} {s}"
+    return f"{q_encode(name, looks_encoded)} {s}"
 
 
 # --- MIME parameters (Go's mime.FormatMediaType) ---------------------------------
@@ -378,7 +385,8 @@ def format_media_type(t: str, params: dict[str, str]) -> str:
                     out.append(ch)
             continue
         out.append("=")
-        if _is_token(value):
+        if _is_token(value) and "*" not in value:
+            # (Not mox: "*" is quoted, as Python's parser misreads filename=a*b as "a".)
             out.append(value)
             continue
         out.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
@@ -733,25 +741,34 @@ class _Writer:
         for i, word in enumerate(subject.split(" ")):
             if i > 0:
                 spaces += 1
-            if not utf8 and not word.isascii():
+            encode = (not utf8 and not word.isascii()) or (
+                # Not mox: a word a decoder would take for an encoded-word ("=?...?=" in
+                # the request, RFC 2047 §5), and a word too long for one line (RFC 5322
+                # §2.1.1), which encoded-words split, are encoded too.
+                "=?" in word or _blen(word) > _MAX_PLAIN_WORD
+            )
+            if encode:
                 # Whitespace between two encoded-words is dropped by decoders (RFC 2047
                 # 6.2), so the spaces before this word go inside it when the previous
                 # word was encoded too; mox loses them.
-                word = q_encode(" " * spaces + word if last_encoded else word)
+                word = q_encode(" " * spaces + word if last_encoded else word, force=True)
                 last_encoded = True
                 spaces = 0
             elif word:
                 last_encoded = False
                 spaces = 0
-            if i > 0:
-                value += " "
-                linelen += 1
-            wlen = _blen(word)
-            if i > 0 and linelen + wlen > 77:
-                value += "\r\n\t"
-                linelen = 1
-            value += word
-            linelen += wlen
+            # A long word gives several encoded-words: the line may fold between them
+            # (mox writes them on one line, over 998 octets for a long CJK subject).
+            for j, piece in enumerate(word.split(" ") if encode else [word]):
+                if i > 0 or j > 0:
+                    value += " "
+                    linelen += 1
+                plen = _blen(piece)
+                if (i > 0 or j > 0) and linelen + plen > 77:
+                    value += "\r\n\t"
+                    linelen = 1
+                value += piece
+                linelen += plen
         self.header("Subject", value)
 
 

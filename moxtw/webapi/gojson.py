@@ -75,6 +75,7 @@ __all__ = [
     "is_gostruct",
     "nanosecond",
     "parse_time",
+    "quote",
     "with_nanosecond",
 ]
 
@@ -1304,6 +1305,11 @@ def _escape_char(m: re.Match[str]) -> str:
 
 def _quote(s: str, html: bool) -> str:
     return '"' + (_ESCAPE_HTML_RE if html else _ESCAPE_PLAIN_RE).sub(_escape_char, s) + '"'
+
+
+def quote(s: str, *, html_escape: bool) -> str:
+    """``json.Marshal`` of a Go string (for values that are not structs, e.g. map keys)."""
+    return _quote(s, html_escape)
 
 
 def _encode_value(value: Any, gotype: _Type, out: list[str], html: bool, fill_nil: bool) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from email.parser import HeaderParser
 from email.policy import HTTP
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import attrs
@@ -114,13 +116,42 @@ def parse_form(request: Any) -> Form:
     return Form(fields, [])
 
 
+_T = TypeVar("_T")
+
+#: What the stdlib's header parser raises on some malformed parameters (IndexError for
+#: ``x*="'``, ...).
+_HEADER_ERRORS = (IndexError, ValueError, TypeError, AttributeError, LookupError)
+
+
+def _parsed(get: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
+    """``get(*args, **kwargs)``, or None if the header it parses is malformed (as Go's
+    ``mime.ParseMediaType`` refuses it, and Go's form parsing then goes without)."""
+    try:
+        return get(*args, **kwargs)
+    except _HEADER_ERRORS:
+        return None
+
+
+#: A part's Content-Type header lines, with continuation lines.
+_CONTENT_TYPE_LINES = re.compile(r"(?im)^content-type[ \t]*:.*(?:\r?\n[ \t].*)*(?:\r?\n|$)")
+
+
+def _header_text(headers: Any, name: str) -> str:
+    """A part header's value ("" if absent or malformed)."""
+    return _parsed(lambda: str(headers.get(name) or "")) or ""
+
+
 def _parse_multipart(ctype: bytes, body: bytes) -> Form:
     """Parse ``multipart/form-data`` keeping every part's bytes and headers exactly."""
-    header = HeaderParser(policy=HTTP).parsestr("Content-Type: " + ctype.decode("latin-1") + "\r\n\r\n")
-    boundary = header.get_param("boundary")
+    parser = HeaderParser(policy=HTTP)
+    header = _parsed(parser.parsestr, "Content-Type: " + ctype.decode("latin-1") + "\r\n\r\n")
+    boundary = None if header is None else _parsed(header.get_param, "boundary")
     if not isinstance(boundary, str) or not boundary:
         raise WebAPIError("protocol", "parsing form: no multipart boundary param in Content-Type")
-    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    try:
+        delimiter = b"\r\n--" + boundary.encode("latin-1")
+    except UnicodeEncodeError:  # an RFC 2231 boundary*= that decoded beyond latin-1
+        delimiter = b"\r\n--" + boundary.encode("utf-8")
     chunks = (b"\r\n" + body).split(delimiter)
     if len(chunks) < 2 or not chunks[-1].startswith(b"--"):
         raise WebAPIError("protocol", "parsing form: multipart: NextPart: EOF")
@@ -132,25 +163,28 @@ def _parse_multipart(ctype: bytes, body: bytes) -> Form:
             raise WebAPIError("protocol", "parsing form: multipart: malformed MIME header")
         # After the delimiter: optional padding, CRLF, headers, CRLF CRLF, content.
         line_end = chunk.find(b"\r\n")
-        headers = HeaderParser(policy=HTTP).parsestr(chunk[line_end + 2 : head_end + 4].decode("utf-8", "replace"))
+        text = chunk[line_end + 2 : head_end + 4].decode("utf-8", "replace")
+        headers = _parsed(parser.parsestr, text)
+        if headers is None:  # a Content-Type the stdlib cannot parse: go without it
+            headers = _parsed(parser.parsestr, _CONTENT_TYPE_LINES.sub("", text))
         content = chunk[head_end + 4 :]
-        if headers.get_content_disposition() != "form-data":
+        if headers is None or _parsed(headers.get_content_disposition) != "form-data":
             continue
-        name = headers.get_param("name", header="content-disposition")
+        name = _parsed(headers.get_param, "name", header="content-disposition")
         if not isinstance(name, str):
             continue
-        filename = headers.get_filename()
+        filename = _parsed(headers.get_filename)
         if filename is None:
-            charset = headers.get_content_charset() or "utf-8"
-            fields.setdefault(name, []).append(content.decode(charset, "replace"))
+            # Go's ReadForm keeps a value's bytes as sent: a part's charset is not applied
+            # (an unknown or malformed one is no error).
+            fields.setdefault(name, []).append(content.decode("utf-8", "replace"))
             continue
-        ctype_header = headers.get("content-type")
         files.append(
             UploadedFile(
                 field=name,
                 filename=filename.replace("\\", "/").rsplit("/", 1)[-1],
-                content_type=str(ctype_header) if ctype_header else None,
-                content_id=str(headers.get("content-id", "") or ""),
+                content_type=_header_text(headers, "content-type") or None,
+                content_id=_header_text(headers, "content-id"),
                 data=content,
             )
         )

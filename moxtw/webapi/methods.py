@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 from twisted.logger import Logger
 
-from .. import __version__
+from .. import __version__, metrics
 from ..accounts import Accounts, Login
 from ..address import Address, AddressError, base_address, has_control_chars, parse_address
 from ..config import Config
@@ -110,9 +110,11 @@ class Methods:
 
         domain = self.accounts.domain(sender.address.domain)
         if not self.accounts.may_send_from(account, sender.address):
+            metrics.submission("webapi", "badfrom")
             raise WebAPIError("badFrom", "from-address not configured for account")
         assert domain is not None
         if domain.disabled:
+            metrics.submission("webapi", "domaindisabled")
             raise WebAPIError("domainDisabled", "domain of from-address is temporarily disabled")
         recipients = [*to, *cc, *bcc]
         if not recipients:
@@ -183,11 +185,13 @@ class Methods:
         try:
             messages, ids = await submitter.submit(submission, "webapi")
         except SubmitError as e:
+            metrics.submission("webapi", e.code)
             raise WebAPIError(e.code, e.message) from None
         if req.SaveSent:
             # The Sent copy carries the DKIM-Signature headers too, after Bcc (§2.2.5).
             signature = messages[0].prefix[len(submission.prefix) :]
             await self._save_sent(login, signature + composed.data, bcc, composed.smtputf8)
+        metrics.submission("webapi", "ok")
         return t.SendResult(
             MessageID=composed.message_id,
             Submissions=[
@@ -216,6 +220,7 @@ class Methods:
             )
         except Exception:
             self.log.failure("saving sent message")
+            metrics.submission("webapi", "storesenterror")
             raise WebAPIError("server", "message was sent, but not stored in sent mailbox") from None
 
     # --- suppression list --------------------------------------------------------
@@ -255,6 +260,7 @@ class Methods:
             )
         except SuppressionError as e:
             raise WebAPIError("user", str(e)) from None
+        metrics.suppressions_added.labels("api").inc()
         return t.SuppressionAddResult()
 
     async def SuppressionRemove(self, login: Login, req: t.SuppressionRemoveRequest) -> t.SuppressionRemoveResult:

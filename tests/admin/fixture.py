@@ -146,6 +146,8 @@ class HookFixture(AdminFixture):
         dropped by the admin (a, then b), then an incoming one; their IDs."""
         a, b = await self.send("a@localhost", "b@localhost", Extra={"order": "42"})
         assert await self.admin("QueueDrop", ids_filter(a, b)) == 2
+        assert self.changed == [None]  # the drop kicked the webhook sender
+        self.changed.clear()
         await self.admit()
         hooks = {h["QueueMsgID"]: h["ID"] for h in await self.admin("HookList", {}, {})}
         return hooks[a], hooks[b], await self.incoming()

@@ -260,7 +260,10 @@ class OperationTests(Setup, TestCase):
         # No DSN; the message file of a is gone, the others' remain.
         self.assertEqual(await self.h.inbox(), [])
         self.assertEqual(len(await self.store.blobs.keys()), 2)
-        self.assertEqual(self.changed, [])
+        # The "canceled" event waits for the webhook sender: the daemon is kicked.
+        self.assertEqual(len(self.changed), 1)
+        self.assertEqual(await self.admin.drop(sa.Filter(ids=(999,))), [])
+        self.assertEqual(len(self.changed), 1)
 
     async def test_fail_takes_the_lease(self) -> None:
         transport, q = self.held_service(self)
@@ -301,6 +304,7 @@ class OperationTests(Setup, TestCase):
     async def test_fail_sends_failure_dsn(self) -> None:
         failed = await self.admin.fail(sa.Filter(account="mox"))
         self.assertEqual(failed, [self.a, self.b])
+        self.assertEqual(len(self.changed), 1)  # the "failed" events go out as webhooks
         events = await self.h.events()
         self.assertEqual(sorted((e.queue_msg_id, e.kind, e.error, e.smtp_code) for e in events), [
             (self.a, "failed", "delivery canceled by admin", 0),

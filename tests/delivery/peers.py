@@ -165,6 +165,7 @@ class ScriptedSMTP(LineReceiver):
         self.rcpts: list[str] = []
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.garbage = False
+        self.tls_stalled = False
         self.dropped = False
 
     def connectionMade(self) -> None:
@@ -193,6 +194,8 @@ class ScriptedSMTP(LineReceiver):
         self.send(h(arg) if callable(h) else h)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.tls_stalled:  # swallow the client's TLS hello, never answer
+            return
         if self.garbage:
             self.transport.write(b"this is not tls\r\n" * 20)
             self.transport.loseConnection()
@@ -230,6 +233,9 @@ class ScriptedSMTP(LineReceiver):
             if reply is not None and reply.startswith("220"):
                 if self.srv.tls_garbage:  # answer the client's TLS hello with junk
                     self.garbage = True
+                    return
+                if self.srv.tls_stall:  # accept STARTTLS, then never take part in the handshake
+                    self.tls_stalled = True
                     return
                 self.transport.startTLS(self.srv.certs.server_options)  # type: ignore[union-attr]
                 self.session.tls = True
@@ -284,6 +290,7 @@ class SMTPServer(Factory):
         self.replies: dict[str, Handler] = replies or {}
         self.greeting = greeting
         self.tls_garbage = False
+        self.tls_stall = False
         self.drop_after_data_lines: int | None = None
         self.sessions: list[Session] = []
         self.protocols: list[ScriptedSMTP] = []

@@ -5,7 +5,6 @@ listener, and the outcomes reach a real webhook receiver on loopback, also acros
 from __future__ import annotations
 
 import json
-import re
 import signal
 import sqlite3
 from pathlib import Path
@@ -16,8 +15,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 
-from moxtw.localserve import ensure_config
-from tests.helpers import Daemon, free_port, http_client
+from tests.helpers import Daemon, free_port, http_client, localserve_config
 
 LOGIN = ("mox@localhost", "moxmoxmox")
 
@@ -51,12 +49,7 @@ class LocalserveDeliveryTests(TestCase):
 
     def setUp(self) -> None:
         self.directory = Path(self.mktemp()).absolute()
-        path, _ = ensure_config(self.directory)
-        text = path.read_text()
-        self.ports = {n: free_port() for n in ("smtp", "submission", "submissions", "http", "metrics")}
-        for name, port in self.ports.items():
-            text = re.sub(rf"^{name} = \[.*\]", f'{name} = ["tcp:{port}:interface=127.0.0.1"]', text, flags=re.M)
-        path.write_text(text)
+        self.ports = localserve_config(self.directory)
         self.receiver = Receiver()
         self.hook_port = free_port()
         self.hook_url = f"http://127.0.0.1:{self.hook_port}/hooks"

@@ -24,7 +24,6 @@ import email
 import email.message
 import email.policy
 import json
-import re
 import secrets
 import shutil
 import smtplib
@@ -41,14 +40,12 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web import server
 
-from moxtw.localserve import ensure_config
-from tests.helpers import Daemon, free_port
+from tests.helpers import Daemon, localserve_config
 from tests.integration.test_localserve_delivery import Receiver
 
 reactor: Any = _reactor
 
 USER, PASSWORD = "mox@localhost", "moxmoxmox"
-LISTENERS = ("smtp", "submission", "submissions", "http", "metrics")
 #: Generous: a deadline for a slow, shared machine, not a timing assertion.
 DEADLINE = 60.0
 
@@ -97,13 +94,7 @@ class SwaksTests(TestCase):
         if self.swaks is None:
             raise SkipTest("swaks is not installed (Debian: apt-get install swaks)")
         self.directory = Path(self.mktemp()).absolute()
-        path, _ = ensure_config(self.directory)
-        text = path.read_text()
-        self.ports = {n: free_port() for n in LISTENERS}
-        for name, port in self.ports.items():
-            text, count = re.subn(rf"^{name} = \[.*\]", f'{name} = ["tcp:{port}:interface=127.0.0.1"]', text, flags=re.M)
-            assert count == 1, name
-        path.write_text(text)
+        self.ports = localserve_config(self.directory)
         self.cert = self.directory / "tls" / "localhost.crt"
         self.assertTrue(self.cert.is_file())
         self.db = self.directory / "data" / "moxtw.sqlite3"

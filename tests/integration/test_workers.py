@@ -55,7 +55,8 @@ class WorkerTests(TestCase):
         pool = HTTPConnectionPool(reactor, persistent=False)
         response = await HTTPClient(Agent(reactor, pool=pool)).get(f"http://127.0.0.1:{metrics}/metrics")
         text = (await response.content()).decode()
-        m = re.search(r'^moxtw_webapi_requests_total\{method="Send",result="ok"\} (\S+)$', text, re.M)
+        # /metrics sums all processes' counters; this one is per process.
+        m = re.search(r'^moxtw_webapi_process_requests_total\{process="main"\} (\S+)$', text, re.M)
         return float(m.group(1)) if m else 0.0
 
     async def wait_for(self, predicate, what: str, timeout: float = 20.0) -> None:

@@ -340,5 +340,6 @@ class ExtraTests(SynchronousTestCase):
     def test_special_code(self) -> None:
         self.assertEqual(
             [special_code(x) for x in ("usertemperror", "xpermerror", "ytimeout", "user554", "a399", "a600", "plain")],
-            [451, 550, "timeout", 554, None, 600, None],
+            # 600 is no SMTP reply code (mox takes it; moxtw does not).
+            [451, 550, "timeout", 554, None, None, None],
         )

@@ -1,0 +1,1 @@
+"""Account page groups (``/account/<group>/``), one module each; see :mod:`moxtw.webui.site`."""

@@ -1,0 +1,1 @@
+"""Admin page groups (``/admin/<group>/``), one module each; see :mod:`moxtw.webui.site`."""
