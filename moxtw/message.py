@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 import attrs
 
-from .address import AddressError, parse_address
+from .address import AddressError, pack_localpart, parse_address
 
 __all__ = [
     "MAX_READABLE",
@@ -659,9 +659,11 @@ def _addresses(header: Header, name: str) -> list[NameAddress]:
     for a in parsed.addresses:
         if not a.username and not a.domain:
             continue
-        spec = f"{a.username}@{a.domain}"
+        # Python's addr_spec leaves some localparts that need quotes unquoted (``"."``
+        # comes back as ``.``): quote the decoded username again where RFC 5321 needs it.
+        spec = f"{pack_localpart(a.username)}@{a.domain}"
         try:
-            address = str(parse_address(a.addr_spec if a.addr_spec else spec))
+            address = str(parse_address(spec))
         except AddressError:
             address = spec
         # display_name is already RFC 2047-decoded; decoding it again would turn a name

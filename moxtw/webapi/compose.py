@@ -385,8 +385,9 @@ def format_media_type(t: str, params: dict[str, str]) -> str:
                     out.append(ch)
             continue
         out.append("=")
-        if _is_token(value) and "*" not in value:
-            # (Not mox: "*" is quoted, as Python's parser misreads filename=a*b as "a".)
+        if _is_token(value) and "*" not in value and "'" not in value:
+            # (Not mox: "*" and "'" are quoted, as Python's parser misreads filename=a*b as
+            # "a" and finds no filename at all in filename=a'b: RFC 2231's delimiters.)
             out.append(value)
             continue
         out.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')

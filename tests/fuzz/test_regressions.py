@@ -55,6 +55,13 @@ class ConfigRegressions(SynchronousTestCase):
 
 
 class MessageRegressions(SynchronousTestCase):
+    def test_quoted_localpart_stays_quoted(self) -> None:
+        """Found by the long fuzz profile: ``To: "."@0`` came back from the envelope as
+        ``.@0`` (Python's addr_spec drops the quotes a lone dot needs)."""
+        for written, want in (('"."@0', '"."@0'), ('"a..b"@x.example', '"a..b"@x.example'), ('"ab"@x', "ab@x")):
+            env = m.envelope(m.parse(f"To: {written}\r\n\r\nbody\r\n".encode()))
+            self.assertEqual([a.address for a in env.to], [want])
+
     def test_charset_that_is_no_text_encoding(self) -> None:
         """charset=hex/rot13/base64 (Python codecs that are no text encodings) and
         idna/undefined (no "replace" errors) made readable_parts raise."""
@@ -170,6 +177,15 @@ class ComposeRegressions(SynchronousTestCase):
             policy=email.policy.default,
         )
         self.assertEqual(msg.get_filename(), "*")
+
+    def test_apostrophe_in_file_name_is_quoted(self) -> None:
+        """Found by the long fuzz profile: ``filename='`` and ``filename=a'b`` (valid tokens)
+        have no filename at all for Python's parser (``'`` delimits RFC 2231 values)."""
+        for name in ("'", "a'b", "''"):
+            value = c.format_media_type("attachment", {"filename": name})
+            self.assertEqual(value, 'attachment; filename="' + name + '"')
+            msg = email.message_from_bytes(b"Content-Disposition: " + value.encode() + b"\r\n\r\n", policy=email.policy.default)
+            self.assertEqual(msg.get_filename(), name)
 
     def test_encoded_word_lookalikes_are_encoded(self) -> None:
         """A Subject or name that reads like an encoded-word was written as is, so mail
