@@ -25,7 +25,7 @@ from .admin.ops import QueueAdmin
 from .config import Config
 from .delivery.mx import Resolver, make_dns_resolver
 from .dkim import build_signer
-from .dnsbl import build_monitor, file_results, monitoring_enabled
+from .dnsbl import DNSBLSource, build_monitor, file_results, monitoring_enabled
 from .inbound import Inbound
 from .mailauth import Authenticator, Evaluator
 from .passwords import PasswordVerifier
@@ -110,6 +110,9 @@ def build_parts(config: Config, reactor: Any, *, store: Store | None = None) -> 
         clock=reactor,
         queue=admin.ops,
         methods=methods,
+        settings=settings,
+        # As for the admin API: the main process replaces it with the monitor's view.
+        dnsbl=DNSBLSource.from_file(config),
     )
     root = Root()
     mount(root, config.webapi.path, webapi.app.resource())
@@ -188,6 +191,7 @@ def build_service(
         if isinstance(queue.transport, SMTPTransport):
             queue.transport.on_connections = dnsbl.count_connections
         parts.admin.dnsbl_results = dnsbl.snapshot
+        parts.webui.dnsbl = DNSBLSource.for_monitor(dnsbl)
         delivery_services.append(dnsbl)
 
     def changed() -> None:
@@ -254,6 +258,8 @@ def build_service(
         # Reloads send the new configuration text to the workers; a worker that saved
         # settings asks for one.
         workers.on_reload_request = reloader.worker_request
+        if dnsbl is not None:
+            workers.on_dnsbl_check = dnsbl.request_check
         reloader.workers = workers
         workers.setServiceParent(top)
     return top

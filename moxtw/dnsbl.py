@@ -25,8 +25,11 @@ listing (log line, metric, ``moxtw dnsbl check``) before recipients start refusi
   logged when an (IP, zone) status changes, exported as the gauge
   ``moxtw_dnsbl_ips_success{zone,ip}`` (1 pass, 0 listed or error, -1 for every series when
   the IPs could not be listed) and the histogram ``moxtw_dnsbl_lookup_duration_seconds``,
-  and written to ``<data_dir>/dnsbl-status.json`` on change, from which HTTP worker
-  processes answer ``DNSBLStatus``.
+  and written to ``<data_dir>/dnsbl-status.json`` after each check (with the time of the
+  check), from which HTTP worker processes answer ``DNSBLStatus`` and show the web page.
+* **A check now** (the web page's "Check now"): :meth:`DNSBLMonitor.request_check` wakes
+  the monitor for a check at once (after the one running, if any); an HTTP worker asks
+  the main process for it (:class:`DNSBLSource`).
 
 Not run in localserve, nor when no zone is configured.
 """
@@ -65,6 +68,8 @@ from .metrics import dnsbl_ips_success, dnsbl_lookup_duration
 
 __all__ = [
     "DNSBLMonitor",
+    "DNSBLSource",
+    "DNSBLStatus",
     "Lookup",
     "build_monitor",
     "check_now",
@@ -284,9 +289,15 @@ def state_path(config: Config) -> Path:
     return config.data_dir / STATE_FILE
 
 
-def write_state(path: Path, zones: Sequence[str], results: Mapping[str, Mapping[str, str]]) -> None:
-    """Blocking: replace ``path`` with the results (temporary file and rename)."""
-    data = json.dumps({"zones": list(zones), "results": results}, sort_keys=True).encode("utf-8")
+def write_state(
+    path: Path, zones: Sequence[str], results: Mapping[str, Mapping[str, str]], checked: float | None = None
+) -> None:
+    """Blocking: replace ``path`` with the results and the time of the check that gave
+    them (temporary file and rename)."""
+    state: dict[str, Any] = {"zones": list(zones), "results": results}
+    if checked is not None:
+        state["checked"] = checked
+    data = json.dumps(state, sort_keys=True).encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.write(fd, data)
@@ -297,18 +308,27 @@ def write_state(path: Path, zones: Sequence[str], results: Mapping[str, Mapping[
 
 def read_state(path: Path, zones: Sequence[str]) -> Results:
     """The results the monitor last wrote, for ``zones`` only ({} without a file)."""
+    return read_status(path, zones)[0]
+
+
+def read_status(path: Path, zones: Sequence[str]) -> tuple[Results, float | None]:
+    """The results the monitor last wrote, for ``zones`` only, and when that check
+    started (({}, None) without a file)."""
     try:
         state = json.loads(path.read_bytes())
         stored = state["results"]
     except (OSError, ValueError, KeyError, TypeError):
-        return {}
+        return {}, None
     wanted = set(zones)
     results: Results = {}
     if isinstance(stored, dict):
         for ip, by_zone in stored.items():
             if isinstance(by_zone, dict):
                 results[ip] = {z: s for z, s in by_zone.items() if z in wanted and isinstance(s, str)}
-    return results
+    checked = state.get("checked") if isinstance(state, dict) else None
+    if not isinstance(checked, (int, float)) or isinstance(checked, bool):
+        return results, None
+    return results, float(checked)
 
 
 def file_results(config: Config) -> Callable[[], Results]:
@@ -324,6 +344,60 @@ def file_results(config: Config) -> Callable[[], Results]:
     return results
 
 
+@attrs.frozen
+class DNSBLStatus:
+    """What the web pages show: the monitored zones (labels; empty: nothing monitored),
+    the latest result of every (IP, zone) pair, and when the last check started."""
+
+    #: Zones of ``[dnsbl] zones`` (labels), monitored or not.
+    zones: tuple[str, ...]
+    #: Whether the daemon checks them (zones configured, not localserve).
+    monitoring: bool
+    results: Results
+    checked: float | None
+
+
+@attrs.define(eq=False)
+class DNSBLSource:
+    """The DNSBL monitor's latest results as one process sees them: the main process
+    from the monitor itself (:meth:`for_monitor`), an HTTP worker from the state file
+    (:meth:`from_file`, the default of :func:`moxtw.app.build_parts`).
+
+    ``request_check`` asks for a check now (:meth:`DNSBLMonitor.request_check`, or in a
+    worker a message to the main process); None: not possible in this process.
+    """
+
+    zones: tuple[str, ...]
+    monitoring: bool
+    read: Callable[[], tuple[Results, float | None]]
+    request_check: Callable[[], object] | None = None
+
+    @classmethod
+    def from_file(cls, config: Config) -> DNSBLSource:
+        zones = tuple(zone_label(z) for z in config.dnsbl_zones)
+        path = state_path(config)
+        enabled = monitoring_enabled(config)
+
+        def read() -> tuple[Results, float | None]:
+            # A small file, read on the reactor thread as DNSBLStatus does.
+            return read_status(path, zones) if enabled else ({}, None)
+
+        return cls(zones, enabled, read)
+
+    @classmethod
+    def for_monitor(cls, monitor: DNSBLMonitor) -> DNSBLSource:
+        return cls(
+            tuple(zone_label(z) for z in monitor.zones),
+            True,
+            lambda: (monitor.snapshot(), monitor.last_check),
+            monitor.request_check,
+        )
+
+    def status(self) -> DNSBLStatus:
+        results, checked = self.read()
+        return DNSBLStatus(self.zones, self.monitoring, results, checked)
+
+
 # --- the monitor ----------------------------------------------------------------------------
 
 
@@ -335,9 +409,10 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 class DNSBLMonitor(Service):
     """Checks ``ips()`` against ``zones`` on ``clock``'s schedule (module docstring).
 
-    ``lookup(ip, zone)`` gives a status string; ``save(zones, results)``, if set, is
-    awaited after results changed.  Outgoing connections are counted with
-    :meth:`count_connections` (the SMTP transport's ``on_connections``).
+    ``lookup(ip, zone)`` gives a status string; ``save(zones, results, checked)``, if
+    set, is awaited after each check (``checked``: when it started).  Outgoing
+    connections are counted with :meth:`count_connections` (the SMTP transport's
+    ``on_connections``); :meth:`request_check` asks for a check now.
     """
 
     zones: tuple[str, ...]
@@ -349,7 +424,7 @@ class DNSBLMonitor(Service):
     interval: float = 300.0
     max_age: float = 3 * 3600.0
     connections_per_check: int = 100
-    save: Callable[[Sequence[str], Results], Awaitable[None]] | None = None
+    save: Callable[[Sequence[str], Results, float], Awaitable[None]] | None = None
     #: A pool the monitor starts and stops (the one ``lookup`` uses), if any.
     pool: ThreadPool | None = None
     name: str = "dnsbl"
@@ -366,6 +441,9 @@ class DNSBLMonitor(Service):
     _loop: Deferred[None] | None = attrs.field(init=False, default=None)
     _waiting: Deferred[Any] | None = attrs.field(init=False, default=None)
     _no_ips: bool = attrs.field(init=False, default=False)
+    #: A check was asked for (:meth:`request_check`); the sleep between wake-ups.
+    _requested: bool = attrs.field(init=False, default=False)
+    _sleep: Deferred[None] | None = attrs.field(init=False, default=None)
 
     log = Logger()
 
@@ -395,10 +473,22 @@ class DNSBLMonitor(Service):
         """A copy of the latest results."""
         return {ip: dict(by_zone) for ip, by_zone in self.results.items()}
 
+    def request_check(self) -> bool:
+        """Check at once (after the check running, if any: requests meanwhile make one
+        more); False when the monitor does not run."""
+        if not self.running:
+            return False
+        self._requested = True
+        sleep, self._sleep = self._sleep, None
+        if sleep is not None:
+            sleep.cancel()  # wakes _run (see _pause)
+        return True
+
     def due(self) -> bool:
-        """Whether the next wake-up checks: never checked, ``connections_per_check`` new
-        outgoing connections, or the last check ``max_age`` old."""
-        if self.last_check is None:
+        """Whether the next wake-up checks: asked for, never checked,
+        ``connections_per_check`` new outgoing connections, or the last check
+        ``max_age`` old."""
+        if self._requested or self.last_check is None:
             return True
         if self.connections - self._connections_at_check >= self.connections_per_check:
             return True
@@ -424,9 +514,24 @@ class DNSBLMonitor(Service):
                         self.log.failure("dnsbl check")
                 if not self.running:
                     break
-                await self._wait(deferLater(self.clock, self.interval, lambda: None))
+                if not self._requested:
+                    await self._pause()
         except CancelledError:
             pass
+
+    async def _pause(self) -> None:
+        """Sleep ``interval`` seconds, or until :meth:`request_check` (which cancels the
+        sleep; stopping cancels it through ``_waiting`` and ends the loop)."""
+        sleep = deferLater(self.clock, self.interval, lambda: None)
+        self._sleep = sleep
+        try:
+            await self._wait(sleep)
+        except CancelledError:
+            if self._sleep is sleep or not self.running:  # stopped, not woken
+                raise
+        finally:
+            if self._sleep is sleep:
+                self._sleep = None
 
     # --- a check ---------------------------------------------------------------------------
 
@@ -436,7 +541,8 @@ class DNSBLMonitor(Service):
 
     async def check(self) -> None:
         """Look up every (IP, zone) pair once (``pause`` apart)."""
-        self.last_check = self.clock.seconds()
+        self.last_check = checked = self.clock.seconds()
+        self._requested = False
         self._connections_at_check = self.connections
         self.checks += 1
         labels = [zone_label(z) for z in self.zones]
@@ -450,8 +556,7 @@ class DNSBLMonitor(Service):
         if not ips and not self._no_ips:
             self.log.warn("dnsbl: no public IPs found to check; set [dnsbl] ips")
         self._no_ips = not ips
-        # The first check always saves: the state file may be left from an earlier run.
-        changed = self._prune(ips, labels) or self.checks == 1
+        self._prune(ips, labels)
         first = True
         for ip in ips:
             for zone, label in zip(self.zones, labels, strict=True):
@@ -463,19 +568,19 @@ class DNSBLMonitor(Service):
                 previous = self.results.setdefault(ip, {}).get(label)
                 self.results[ip][label] = status
                 if previous != status:
-                    changed = True
                     self._log_change(ip, label, previous, status)
-        if changed and self.save is not None:
+        # Saved after every check (the time of the check changes; the first check also
+        # replaces what an earlier run left).
+        if self.save is not None:
             try:
-                await self._wait(self.save(labels, self.snapshot()))
+                await self._wait(self.save(labels, self.snapshot(), checked))
             except CancelledError:
                 raise
             except Exception:
                 self.log.failure("dnsbl: saving the results")
 
-    def _prune(self, ips: Sequence[str], labels: Sequence[str]) -> bool:
-        """Forget results and gauge series of pairs no longer monitored; whether any."""
-        changed = False
+    def _prune(self, ips: Sequence[str], labels: Sequence[str]) -> None:
+        """Forget results and gauge series of pairs no longer monitored."""
         for zone, ip in list(self._series):
             if ip not in ips or zone not in labels:
                 dnsbl_ips_success.remove(zone, ip)
@@ -483,13 +588,10 @@ class DNSBLMonitor(Service):
         for ip in list(self.results):
             if ip not in ips:
                 del self.results[ip]
-                changed = True
                 continue
             for zone in list(self.results[ip]):
                 if zone not in labels:
                     del self.results[ip][zone]
-                    changed = True
-        return changed
 
     def _log_change(self, ip: str, zone: str, previous: str | None, status: str) -> None:
         was = previous if previous is not None else "unknown"
@@ -509,8 +611,8 @@ def build_monitor(config: Config, reactor: Any) -> DNSBLMonitor | None:
     pool = ThreadPool(minthreads=0, maxthreads=1, name="moxtw-dnsbl")
     path = state_path(config)
 
-    async def save(zones: Sequence[str], results: Results) -> None:
-        await deferToThreadPool(reactor, pool, write_state, path, zones, results)
+    async def save(zones: Sequence[str], results: Results, checked: float) -> None:
+        await deferToThreadPool(reactor, pool, write_state, path, zones, results, checked)
 
     return DNSBLMonitor(
         zones=config.dnsbl_zones,

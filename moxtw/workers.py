@@ -50,6 +50,9 @@ class _WorkerProtocol(protocol.ProcessProtocol):
         # (moxtw.settings), one answer per request.
         for _ in range(data.count(b"c")):
             self.owner.on_reload_request(self.number)
+        # "d": an admin asked for a DNSBL check now (the web page's "Check now").
+        if b"d" in data:
+            self.owner.on_dnsbl_check()
 
     def errReceived(self, data: bytes) -> None:
         self._err += data
@@ -168,6 +171,8 @@ class HTTPWorkers(Service):
         self.on_queued: Any = lambda: None
         #: Called with a worker's number when it asks for a configuration reload.
         self.on_reload_request: Any = lambda number: None
+        #: Called when a worker asks for a DNSBL check now (moxtw.dnsbl).
+        self.on_dnsbl_check: Any = lambda: None
         #: Where workers keep their metrics for the main process's /metrics (see
         #: :mod:`moxtw.metrics`); None: not collected.
         self.metrics_dir: str | None = None

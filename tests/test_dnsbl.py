@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,10 +165,12 @@ class ScheduleTests(SynchronousTestCase):
         self.lookup = FakeLookup(self.clock)
         self.ips = ["192.0.2.1", "192.0.2.2"]
         self.saved: list[Any] = []
+        self.checked: list[float] = []
 
     def monitor(self, zones: tuple[str, ...] = ("a.sched.test", "b.sched.test"), **kw: Any) -> DNSBLMonitor:
-        async def save(zones: Any, results: Any) -> None:
+        async def save(zones: Any, results: Any, checked: float) -> None:
             self.saved.append((list(zones), results))
+            self.checked.append(checked)
 
         m = DNSBLMonitor(zones=zones, ips=lambda: list(self.ips), lookup=self.lookup, clock=self.clock, save=save, **kw)
         m.startService()
@@ -264,12 +267,14 @@ class ScheduleTests(SynchronousTestCase):
         self.assertEqual(gauge("b.metrics.test", "192.0.2.2"), 0.0)
         self.assertEqual(len(self.saved), 1)
 
-        # The same results again: nothing logged, nothing saved.
+        # The same results again: nothing logged; saved with the time of the check.
         with capturedLogs() as events:
             self.clock.advance(3 * 3600 + 300)
         self.assertEqual(m.checks, 2)
         self.assertEqual([e for e in events if "dnsbl" in e.get("log_format", "")], [])
-        self.assertEqual(len(self.saved), 1)
+        self.assertEqual(len(self.saved), 2)
+        self.assertEqual(self.saved[1], self.saved[0])
+        self.assertEqual(self.checked, [0.0, m.last_check])
 
         # Delisted, and a lookup failing: two changes.
         del self.lookup.status[("192.0.2.2", "b.metrics.test")]
@@ -311,6 +316,33 @@ class ScheduleTests(SynchronousTestCase):
         self.assertEqual(gauge("b.metrics.test", "192.0.2.1"), -1.0)
         self.assertTrue(any("cannot list our IPs" in e.get("log_format", "") for e in events))
 
+    def test_request_check_wakes_the_monitor(self) -> None:
+        m = self.monitor(zones=("g.sched.test",), pause=0.0)
+        self.assertEqual((m.checks, len(self.saved)), (1, 1))
+        self.clock.advance(100)
+        # Asked for while sleeping: a check at once, then the usual sleep.
+        self.assertTrue(m.request_check())
+        self.assertEqual((m.checks, m.last_check, self.checked), (2, 100.0, [0.0, 100.0]))
+        self.clock.advance(299)
+        self.assertEqual(m.checks, 2)
+        self.clock.advance(1)
+        self.assertEqual(m.checks, 2)  # woke 300 s after the check, nothing due
+        # Asked for during a check (lookups a second apart): one more check after it.
+        m.pause = 1.0
+        self.assertTrue(m.request_check())
+        self.assertEqual(m.checks, 3)
+        m.request_check()
+        m.request_check()
+        self.clock.advance(1)  # the end of check 3, then check 4
+        self.assertEqual(m.checks, 4)
+        self.clock.advance(1)
+        self.clock.advance(299)
+        self.assertEqual(m.checks, 4)
+        # Stopped: refused, and the loop stays stopped.
+        self.successResultOf(defer.maybeDeferred(m.stopService))
+        self.assertFalse(m.request_check())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_no_ips(self) -> None:
         self.ips = []
         with capturedLogs() as events:
@@ -319,8 +351,8 @@ class ScheduleTests(SynchronousTestCase):
         self.assertEqual((m.checks, self.lookup.calls), (2, []))
         warnings = [e for e in events if "no public IPs" in e.get("log_format", "")]
         self.assertEqual(len(warnings), 1)
-        # The first check replaces what an earlier run left for the workers.
-        self.assertEqual(self.saved, [(["f.sched.test"], {})])
+        # The first check replaces what an earlier run left for the workers; each check saves.
+        self.assertEqual(self.saved, [(["f.sched.test"], {})] * 2)
 
     def test_failing_lookup_does_not_stop_the_loop(self) -> None:
         calls: list[str] = []
@@ -416,8 +448,8 @@ class LookupTests(TestCase):
         directory.mkdir(parents=True)
         path = directory / dnsbl.STATE_FILE
 
-        async def save(zones: Any, results: Any) -> None:
-            dnsbl.write_state(path, zones, results)
+        async def save(zones: Any, results: Any, checked: float) -> None:
+            dnsbl.write_state(path, zones, results, checked)
 
         m = DNSBLMonitor(
             zones=("bl.test",), ips=lambda: ["127.0.0.2", "127.0.0.3"], lookup=self.lookup, clock=reactor,
@@ -429,6 +461,7 @@ class LookupTests(TestCase):
         self.assertEqual(gauge("bl.test", "127.0.0.2"), 0.0)
         self.assertEqual(gauge("bl.test", "127.0.0.3"), 1.0)
         self.assertEqual(dnsbl.read_state(path, ["bl.test"]), expected)
+        self.assertEqual(dnsbl.read_status(path, ["bl.test"]), (expected, m.last_check))
         # Zones no longer configured are left out; a broken file is no results.
         self.assertEqual(dnsbl.read_state(path, ["other.test"]), {"127.0.0.2": {}, "127.0.0.3": {}})
         path.write_text("{not json")
@@ -603,7 +636,9 @@ class ConsoleScriptTests(TestCase):
         await daemon.wait_for_output("dnsbl: 127.0.0.2 is listed in bl.test: fail: listed for testing")
         # The state file the webapi worker answers from.
         state = json.loads((directory / "data" / dnsbl.STATE_FILE).read_text())
+        checked = state.pop("checked")
         self.assertEqual(state, {"results": expected, "zones": ["bl.test"]})
+        self.assertLessEqual(checked, time.time())
 
         # The metrics.
         client = http_client(self)

@@ -24,7 +24,9 @@ from ..store import Store, outbox
 from ..store import admin as sa
 from ..store import webhooks as sw
 from ..store.outbox import CANCELED_ERROR, AdminFailure
+from ..webhooks import payloads
 from ..webhooks.service import UNKNOWN_ACCOUNT_KEEP as UNKNOWN_ACCOUNT_HOOK_KEEP
+from ..webhooks.signing import new_webhook_id
 
 
 class AdminError(Exception):
@@ -253,6 +255,34 @@ class QueueAdmin:
             # A message's next webhook may have waited for the canceled one.
             self.on_changed()
         return n
+
+    async def send_test_webhook(self, account: str) -> int:
+        """Queue a test webhook to ``account``'s outgoing webhook URL (the account page's
+        "Send test webhook"), sent, retried, signed and retired like the others; its ID.
+        The body is an outgoing event :data:`~moxtw.webhooks.payloads.TEST_EVENT` for no
+        message (see :mod:`moxtw.webhooks.payloads`).  :class:`AdminError` if the account
+        has no outgoing webhook."""
+        acc = self.config.accounts.get(account)
+        hook = None if acc is None else acc.outgoing_webhook
+        if hook is None or not hook.url:
+            raise AdminError(f"account {account} has no outgoing webhook URL")
+        hook_id: int = await self.store.db.run_batched(
+            "queue test webhook",
+            sw.insert_test_hook,
+            account=account,
+            kind=payloads.TEST_EVENT,
+            url=hook.url,
+            authorization=hook.authorization,
+            webhook_id=new_webhook_id(),
+            created=self.now(),
+            compose=payloads.outgoing_payload,
+            subject=payloads.TEST_SUBJECT,
+            error=payloads.TEST_ERROR,
+        )
+        self.log.info("test webhook {id} queued for account {account} to {url}", id=hook_id, account=account,
+                      url=hook.url)  # fmt: skip
+        self.on_changed()
+        return hook_id
 
     # --- hold rules ----------------------------------------------------------------------
 

@@ -152,6 +152,8 @@ RETIRED_SORT_FIELDS = ("last_activity", "queued")
 
 
 def _us(column: str) -> str:
+    """``column`` (a time) in whole microseconds: how listings order and compare times.
+    Schema 0007's paging indexes hold exactly these expressions."""
     return f"CAST(round({column} * 1000000) AS BIGINT)"
 
 
@@ -183,10 +185,19 @@ def _common(
     return where, args
 
 
-def _time(where: list[str], args: list[Any], column: str, cond: TimeCondition | None, now: float) -> None:
+def _time(
+    where: list[str], args: list[Any], column: str, cond: TimeCondition | None, now: float, sort_column: str
+) -> None:
     if cond is not None:
+        threshold = cond.threshold(now)
         where.append(f"{column} {cond.op} ?")
-        args.append(cond.threshold(now))
+        args.append(threshold)
+        if column == sort_column:
+            # The same bound in microseconds, implied by the condition (both sides are
+            # rounded alike, and rounding is monotonic), so the sort index can seek to it
+            # instead of walking past the rows the condition excludes.
+            where.append(f"{_us(column)} {cond.op}= {_us('?')}")
+            args.append(threshold)
 
 
 def _max(value: int) -> int:
@@ -195,37 +206,48 @@ def _max(value: int) -> int:
     return value
 
 
-def _queue_where(f: Filter, now: float) -> tuple[list[str], list[Any]]:
+def _queue_where(f: Filter, now: float, sort_column: str = "") -> tuple[list[str], list[Any]]:
     where, args = _common(
         f.ids, f.account, f.sender, f.recipient, f.transport, "recipient_localpart || '@' || recipient_domain"
     )
     if f.hold is not None:
         where.append("hold = ?")
         args.append(int(f.hold))
-    _time(where, args, "queued", f.submitted, now)
-    _time(where, args, "next_attempt", f.next_attempt, now)
+    _time(where, args, "queued", f.submitted, now, sort_column)
+    _time(where, args, "next_attempt", f.next_attempt, now, sort_column)
     return where, args
 
 
-def _retired_where(f: RetiredFilter, now: float) -> tuple[list[str], list[Any]]:
+def _retired_where(f: RetiredFilter, now: float, sort_column: str = "") -> tuple[list[str], list[Any]]:
     where, args = _common(f.ids, f.account, f.sender, f.recipient, f.transport, "recipient_address")
     if f.success is not None:
         where.append("success = ?")
         args.append(int(f.success))
-    _time(where, args, "queued", f.submitted, now)
-    _time(where, args, "last_activity", f.last_activity, now)
+    _time(where, args, "queued", f.submitted, now, sort_column)
+    _time(where, args, "last_activity", f.last_activity, now, sort_column)
     return where, args
 
 
-def _order(where: list[str], args: list[Any], sort: Sort, fields: Sequence[str]) -> str:
+def _sort_field(sort: Sort, fields: Sequence[str]) -> str:
     if sort.field not in fields:
         raise FilterError(f"cannot sort on {sort.field!r}")
+    return sort.field
+
+
+def _order(where: list[str], args: list[Any], sort: Sort) -> str:
+    """ORDER BY, after adding the keyset condition of a page after (``sort.last_us``,
+    ``sort.last_id``) to ``where``.
+
+    "After (t, id)" is written ``us <= t AND (us < t OR id < id)`` (descending), not
+    ``us < t OR (us = t AND ...)``: the first term is a range the paging index (schema
+    0007) can seek to, so a page reads about a page of rows wherever it is.
+    """
     key = _us(sort.field)
     direction, cmp = ("ASC", ">") if sort.asc else ("DESC", "<")
     if sort.last_id > 0:
         if sort.last_us is None:
             raise FilterError("pagination needs the last item's time (Last) with its ID (LastID)")
-        where.append(f"({key} {cmp} ? OR ({key} = ? AND id {cmp} ?))")
+        where.append(f"{key} {cmp}= ? AND ({key} {cmp} ? OR id {cmp} ?)")
         args += [sort.last_us, sort.last_us, sort.last_id]
     return f" ORDER BY {key} {direction}, id {direction}"
 
@@ -291,11 +313,31 @@ def queue_size(cursor: Any) -> int:
     return int(cursor.fetchone()[0])
 
 
+def queue_query(f: Filter, sort: Sort, now: float, columns: str = _MSG_COLUMNS) -> tuple[str, list[Any]]:
+    """The SELECT of the queued messages matching ``f`` in ``sort`` order (one page)."""
+    field = _sort_field(sort, QUEUE_SORT_FIELDS)
+    where, args = _queue_where(f, now, field)
+    order = _order(where, args, sort)
+    # A list of IDs is a handful of rowid lookups (then sorted): keep the planner from
+    # walking a sort index instead.
+    table = "queue_msg NOT INDEXED" if f.ids else "queue_msg"
+    return _sql(f"SELECT {columns} FROM {table}", where, order, _max(f.max)), args
+
+
+def retired_query(
+    f: RetiredFilter, sort: Sort, now: float, columns: str = _RETIRED_COLUMNS
+) -> tuple[str, list[Any]]:
+    """The SELECT of the retired messages matching ``f`` in ``sort`` order (one page)."""
+    field = _sort_field(sort, RETIRED_SORT_FIELDS)
+    where, args = _retired_where(f, now, field)
+    order = _order(where, args, sort)
+    table = "queue_retired NOT INDEXED" if f.ids else "queue_retired"
+    return _sql(f"SELECT {columns} FROM {table}", where, order, _max(f.max)), args
+
+
 def list_queue(cursor: Any, f: Filter, sort: Sort, now: float) -> list[QueueItem]:
     """Queued messages matching ``f`` in ``sort`` order, with their attempt history."""
-    where, args = _queue_where(f, now)
-    order = _order(where, args, sort, QUEUE_SORT_FIELDS)
-    cursor.execute(_sql(f"SELECT {_MSG_COLUMNS} FROM queue_msg", where, order, _max(f.max)), args)
+    cursor.execute(*queue_query(f, sort, now))
     rows = [_queue_row(r) for r in cursor.fetchall()]
     history = attempt_histories(cursor, [r.id for r in rows])
     return [QueueItem(r, history[r.id]) for r in rows]
@@ -303,9 +345,7 @@ def list_queue(cursor: Any, f: Filter, sort: Sort, now: float) -> list[QueueItem
 
 def list_retired(cursor: Any, f: RetiredFilter, sort: Sort, now: float) -> list[RetiredItem]:
     """Retired messages matching ``f`` in ``sort`` order, with their attempt history."""
-    where, args = _retired_where(f, now)
-    order = _order(where, args, sort, RETIRED_SORT_FIELDS)
-    cursor.execute(_sql(f"SELECT {_RETIRED_COLUMNS} FROM queue_retired", where, order, _max(f.max)), args)
+    cursor.execute(*retired_query(f, sort, now))
     rows = [_retired_row(r) for r in cursor.fetchall()]
     history = attempt_histories(cursor, [r.id for r in rows])
     return [RetiredItem(r, history[r.id]) for r in rows]

@@ -54,11 +54,14 @@ __all__ = [
     "get_retired_hook",
     "hook_attempts",
     "hook_queue_size",
+    "hooks_query",
     "insert_incoming",
+    "insert_test_hook",
     "list_hooks",
     "list_retired_hooks",
     "remove_expired_retired_hooks",
     "reschedule_hooks",
+    "retired_hooks_query",
 ]
 
 #: Kind of an incoming-message webhook (outgoing ones have the event name as kind).
@@ -291,6 +294,35 @@ def insert_incoming(
         (account, INCOMING, from_id, message_id, subject, created, url, authorization, payload, webhook_id, created),
     )
     return int(cursor.lastrowid)
+
+
+def insert_test_hook(
+    cursor: Any,
+    *,
+    account: str,
+    kind: str,
+    url: str,
+    authorization: str,
+    webhook_id: str,
+    created: float,
+    compose: Callable[[HookRow], str],
+    subject: str = "",
+    error: str = "",
+) -> int:
+    """Queue an outgoing webhook that no message caused (the account page's "Send test
+    webhook"): already admitted, so the account's event filter does not apply; QueueMsgID
+    0, so it supersedes nothing and is never superseded.  ``compose(row)`` gives the
+    payload.  Its ID."""
+    cursor.execute(
+        "INSERT INTO event (account, kind, queue_msg_id, subject, error, created, admitted, url, auth_header,"
+        " payload, webhook_id, attempts, next_attempt) VALUES (?, ?, 0, ?, ?, ?, 1, ?, ?, '', ?, 0, ?)",
+        (account, kind, subject, error, created, url, authorization, webhook_id, created),
+    )
+    hook_id = int(cursor.lastrowid)
+    row = get_hook_row(cursor, hook_id)
+    assert row is not None
+    cursor.execute("UPDATE event SET payload = ? WHERE id = ?", (compose(row), hook_id))
+    return hook_id
 
 
 # --- retirement -----------------------------------------------------------------------
@@ -670,11 +702,18 @@ class HookSort:
     last: float | None = None
 
 
+def _us(column: str) -> str:
+    """``column`` (a time) in whole microseconds: how listings order and compare times.
+    Schema 0008's paging indexes hold exactly these expressions."""
+    return f"CAST(round({column} * 1000000) AS BIGINT)"
+
+
 def _where(
     f: HookFilter | HookRetiredFilter,
     submitted_column: str,
     time_column: str,
     time_filter: tuple[str, float] | None,
+    sort_column: str,
 ) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     args: list[Any] = []
@@ -691,39 +730,78 @@ def _where(
         if tf is not None:
             where.append(f"{column} {tf[0]} ?")
             args.append(tf[1])
+            if column == sort_column:
+                # The same bound in microseconds, implied by the condition (both sides
+                # rounded alike, and rounding is monotonic), so the sort index can seek
+                # to it instead of scanning the rows the condition excludes.
+                where.append(f"{_us(column)} {tf[0]}= {_us('?')}")
+                args.append(tf[1])
     return where, args
 
 
-def _order(sort: HookSort, default: str, columns: dict[str, str]) -> tuple[str, list[str], list[Any]]:
+def _sort_column(sort: HookSort, default: str, columns: dict[str, str]) -> str:
     column = columns.get(sort.field or default)
     if column is None:
         raise ValueError(f"unknown sort field {sort.field!r}")
+    return column
+
+
+def _order(sort: HookSort, column: str) -> tuple[str, list[str], list[Any]]:
+    """ORDER BY, and the keyset condition of a page after (``sort.last``, ``sort.last_id``).
+
+    Ordered and compared in whole microseconds: the admin API lists times with
+    microsecond precision, and a previous page's last value comes back in that form.
+    "After (t, i)" is written ``us <= t AND (us < t OR id < i)`` (descending), not
+    ``us < t OR (us = t AND id < i)``: its first term is a range the index can seek to.
+    """
     direction = "ASC" if sort.asc else "DESC"
-    # Ordered and compared in whole microseconds: the admin API lists times with
-    # microsecond precision, and a previous page's last value comes back in that form.
-    us = f"CAST(round({column} * 1000000) AS BIGINT)"
+    us = _us(column)
     where: list[str] = []
     args: list[Any] = []
     if sort.last_id > 0 and sort.last is not None:
         op = ">" if sort.asc else "<"
         last_us = round(sort.last * 1_000_000)
-        where.append(f"({us} {op} ? OR ({us} = ? AND id {op} ?))")
+        where.append(f"{us} {op}= ? AND ({us} {op} ? OR id {op} ?)")
         args += [last_us, last_us, sort.last_id]
     return f" ORDER BY {us} {direction}, id {direction}", where, args
 
 
-def _select_hooks(cursor: Any, f: HookFilter, sort: HookSort | None = None) -> list[HookRow]:
-    where, args = _where(f, "created", "next_attempt", f.next_attempt)
+def hooks_query(f: HookFilter, sort: HookSort) -> tuple[str, list[Any]]:
+    """The SELECT of queued webhooks matching ``f`` in ``sort``'s order (one page)."""
+    column = _sort_column(sort, "next_attempt", {"next_attempt": "next_attempt", "submitted": "created"})
+    where, args = _where(f, "created", "next_attempt", f.next_attempt, column)
     where.insert(0, "admitted = 1")
-    order, more_where, more_args = _order(
-        sort or HookSort(), "next_attempt", {"next_attempt": "next_attempt", "submitted": "created"}
-    )
-    where += more_where
-    args += more_args
-    sql = f"SELECT {_COLUMNS} FROM event WHERE {' AND '.join(where)}{order}"
+    order, more_where, more_args = _order(sort, column)
+    # A list of IDs is a handful of rowid lookups (then sorted): keep the planner from
+    # walking a sort index instead.
+    table = "event NOT INDEXED" if f.ids else "event"
+    sql = f"SELECT {_COLUMNS} FROM {table} WHERE {' AND '.join(where + more_where)}{order}"
     if f.max > 0:
         sql += f" LIMIT {int(f.max)}"
-    cursor.execute(sql, args)
+    return sql, args + more_args
+
+
+def retired_hooks_query(f: HookRetiredFilter, sort: HookSort) -> tuple[str, list[Any]]:
+    """The SELECT of retired webhooks matching ``f`` in ``sort``'s order (one page)."""
+    column = _sort_column(sort, "last_activity", {"last_activity": "last_activity", "submitted": "submitted"})
+    where, args = _where(f, "submitted", "last_activity", f.last_activity, column)
+    if f.success is not None:
+        where.append("success = ?")
+        args.append(int(f.success))
+    order, more_where, more_args = _order(sort, column)
+    where += more_where
+    table = "hook_retired NOT INDEXED" if f.ids else "hook_retired"
+    sql = f"SELECT {_RETIRED_COLUMNS} FROM {table}"
+    if where:
+        sql += f" WHERE {' AND '.join(where)}"
+    sql += order
+    if f.max > 0:
+        sql += f" LIMIT {int(f.max)}"
+    return sql, args + more_args
+
+
+def _select_hooks(cursor: Any, f: HookFilter, sort: HookSort | None = None) -> list[HookRow]:
+    cursor.execute(*hooks_query(f, sort or HookSort()))
     return [_hook_row(r) for r in cursor.fetchall()]
 
 
@@ -736,22 +814,7 @@ def list_retired_hooks(
     cursor: Any, f: HookRetiredFilter = HookRetiredFilter(), sort: HookSort = HookSort()
 ) -> list[RetiredHook]:
     """Retired webhooks with their attempts (mox's HookRetiredList)."""
-    where, args = _where(f, "submitted", "last_activity", f.last_activity)
-    if f.success is not None:
-        where.append("success = ?")
-        args.append(int(f.success))
-    order, more_where, more_args = _order(
-        sort, "last_activity", {"last_activity": "last_activity", "submitted": "submitted"}
-    )
-    where += more_where
-    args += more_args
-    sql = f"SELECT {_RETIRED_COLUMNS} FROM hook_retired"
-    if where:
-        sql += f" WHERE {' AND '.join(where)}"
-    sql += order
-    if f.max > 0:
-        sql += f" LIMIT {int(f.max)}"
-    cursor.execute(sql, args)
+    cursor.execute(*retired_hooks_query(f, sort))
     return [_retired(cursor, r) for r in cursor.fetchall()]
 
 

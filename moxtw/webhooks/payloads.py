@@ -9,7 +9,14 @@ from ..store.webhooks import HookRow
 from ..webapi import types as t
 from ..webapi.gojson import encode_webhook
 
-__all__ = ["outgoing_body", "outgoing_payload", "sample_outgoing"]
+__all__ = ["TEST_ERROR", "TEST_EVENT", "TEST_SUBJECT", "outgoing_body", "outgoing_payload", "sample_outgoing"]
+
+#: The account page's test webhook: an outgoing webhook with a known event that needs no
+#: action, for no message (QueueMsgID 0, no FromID, MessageID or Extra), recognisable by
+#: its QueueMsgID and its Subject and Error texts.
+TEST_EVENT = "unrecognized"
+TEST_SUBJECT = "moxtw test webhook"
+TEST_ERROR = "test webhook sent from the account's web page; no message is involved"
 
 
 def _extra(text: str | None) -> dict[str, str]:

@@ -9,8 +9,8 @@ A page group is a class with ``ui`` (the :class:`WebUI`), ``area`` (:data:`ADMIN
 2. the transport check (:func:`moxtw.webui.http.transport`): outside localserve only
    TLS (direct or via a local proxy) or local browsers;
 3. for every method but GET/HEAD: the same-origin check and form parsing;
-4. the session (the area's cookie): GET without one redirects to the login page,
-   anything else gets a 403 page;
+4. the session (the area's cookie, not logged out): GET without one redirects to the
+   login page, anything else gets a 403 page;
 5. for every method but GET/HEAD: the CSRF token (form field ``csrf_token`` or header
    ``X-CSRF-Token``), compared in constant time; a wrong or missing one is a 403 page.
 
@@ -38,8 +38,11 @@ from werkzeug.routing import RequestRedirect
 
 from ..accounts import Accounts, Login
 from ..admin.ops import QueueAdmin
+from ..dnsbl import DNSBLSource
 from ..passwords import PasswordVerifier
 from ..ratelimit import Limiter
+from ..settings import SettingsOps
+from ..store import websessions
 from ..webapi.methods import Methods
 from . import layout
 from .http import (
@@ -107,6 +110,12 @@ class WebUI:
     queue: QueueAdmin
     methods: Methods
     localserve: bool = False
+    #: Account settings (the same :class:`SettingsOps` as the admin API); None: the
+    #: settings pages answer that settings cannot be changed here.
+    settings: SettingsOps | None = None
+    #: The DNSBL monitor's results as this process sees them (the admin DNSBL page and
+    #: the dashboard); None: not known here.
+    dnsbl: DNSBLSource | None = None
     #: Delay before answering a failed login (slows down password guessing).
     bad_auth_delay: float = 1.0
     #: Navigation of each area (by kind): (path below the area, label); filled when the
@@ -132,8 +141,16 @@ class WebUI:
             return None
         return login.account.password_hash
 
-    def authenticate(self, request: Any, area: Area) -> Session | None:
-        return self.sessions.verify(cookie(request, area.cookie), area.kind, self.current_password_hash)
+    async def authenticate(self, request: Any, area: Area) -> Session | None:
+        """The request's session of ``area`` if its cookie is valid and it was not logged
+        out: one read of the store (``queue.store``, which every process shares)."""
+        session = self.sessions.verify(cookie(request, area.cookie), area.kind, self.current_password_hash)
+        if session is None:
+            return None
+        ended: bool = await self.queue.store.db.run(
+            "web session", websessions.session_ended, session.kind, session.account, session.id, session.issued
+        )
+        return None if ended else session
 
 
 class PageError(Exception):
@@ -278,7 +295,7 @@ async def _check(page: Page, login: bool) -> None:
             raise PageError(400, "Bad request", str(e)) from None
     if not login:
         return
-    page.session = ui.authenticate(request, area)
+    page.session = await ui.authenticate(request, area)
     if page.session is None:
         if changing:
             raise PageError(403, "Not logged in", "Your session has ended. Log in again.", login_link=True)

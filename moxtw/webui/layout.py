@@ -33,7 +33,7 @@ def page(
 ) -> Tag:
     """A whole page: ``base`` is the area's path (``/admin/``), ``nav`` its (path below
     ``base``, label) entries, ``current`` the one shown, ``who`` the logged-in user (with
-    a logout button; "" when not logged in), ``csrf`` the session's CSRF token."""
+    the logout buttons; "" when not logged in), ``csrf`` the session's CSRF token."""
     head = tags.head(
         tags.meta(charset="utf-8"),
         tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
@@ -58,6 +58,7 @@ def page(
                 tags.span(who, class_="who"),
                 hidden("csrf_token", csrf),
                 tags.button("Log out", type="submit"),
+                tags.button("Log out everywhere", type="submit", name="everywhere", value="1"),
             )
         )
     main = Tag("main")(id="main", tabindex="-1")(tags.h1(title))  # (not in ``tags``)

@@ -9,6 +9,12 @@ and are answered after ``bad_auth_delay`` (1 s) without holding up the reactor.
 The login form has no session to bind a CSRF token to, so it sets a short-lived random
 cookie and carries a MAC of it (a signed double-submit cookie); the same-origin check of
 :func:`~moxtw.webui.core.guarded` applies too.
+
+Logging out ends the session in every process, not just in this browser: its ID goes
+into the store (:mod:`moxtw.store.websessions`) until the session would have expired, so
+a copy of the cookie is refused too.  "Log out everywhere" (the same form, with
+``everywhere``) ends every session of the login (the admin's, or the account's whatever
+address it logged in with) issued until then.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from twisted.web.server import Request
 from twisted.web.template import Tag, tags
 
 from .. import metrics
+from ..store import websessions
 from .core import Area, Page, PageError, Redirect, WebUI, guarded, install_error_pages
 from .http import Transport, cookie, field, safe_next, set_cookie
 from .layout import hidden, text_input
@@ -73,7 +80,7 @@ class LoginPages:
     async def login_form(self, request: Request, page: Page) -> bytes:
         if self.disabled:
             return await self._disabled(page)
-        if self.ui.authenticate(request, self.area) is not None:
+        if await self.ui.authenticate(request, self.area) is not None:
             raise Redirect(self._next(page.query.get("next", [""])[0]))
         return await self._form(page)
 
@@ -128,6 +135,17 @@ class LoginPages:
     @app.route("/logout", methods=["POST"])
     @guarded()
     async def logout(self, request: Request, page: Page) -> bytes:
+        session = page.session
+        assert session is not None  # (guarded)
+        now = self.ui.sessions.now()
+        if field(page.form, "everywhere"):
+            # Every session of the login issued until now has expired a lifetime later.
+            ended, until = websessions.EVERYWHERE, now + self.ui.sessions.lifetime
+        else:
+            ended, until = session.id, float(session.expires)
+        await self.ui.queue.store.db.run(
+            "web logout", websessions.end_session, session.kind, session.account, ended, now, until
+        )
         set_cookie(request, self.area.cookie, "", self.area.path, 0, page.via.secure)
         raise Redirect(self.area.login_url())
 

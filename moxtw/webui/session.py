@@ -1,19 +1,24 @@
-"""Sessions of the web interface: stateless signed cookies and CSRF tokens.
+"""Sessions of the web interface: signed cookies, ended by logging out, and CSRF tokens.
 
 HTTP worker processes share the listener (``SO_REUSEPORT``), so one browser's requests
 land in different processes.  Nothing about a session is therefore kept in memory: the
 cookie carries it, signed with HMAC-SHA256 under a secret in the data directory
 (:data:`KEY_FILE`, created with mode 0600 on first use by whichever process needs it
-first; the others read the same file).
+first; the others read the same file), and logging out is recorded in the store, which
+every process reads (:mod:`moxtw.store.websessions`).
 
-A session cookie holds its kind (``admin`` or ``account``), the account name and login
-address (account sessions), an absolute expiry, a random nonce and a fingerprint of the
-password hash it was opened with.  A session is valid while its MAC checks out, its kind
-is the one of the area asked for, it has not expired, and the fingerprint still matches
-the current password hash: changing a password (``moxtw setpassword``) ends its sessions;
-deleting the key file ends all of them.
+A session cookie holds its format version (:data:`VERSION`; a cookie of another version
+is invalid: its user logs in again), its kind (``admin`` or ``account``), the account name
+and login address (account sessions), a random session ID, when it was issued, an
+absolute expiry and a fingerprint of the password hash it was opened with.
+:meth:`Sessions.verify` checks the cookie: its MAC, its kind (the one of the area asked
+for), its expiry, and that the fingerprint still matches the current password hash
+(changing a password, ``moxtw setpassword``, ends its sessions; deleting the key file
+ends all of them).  The web interface then asks the store whether the session was
+logged out (its ID) or its login logged out everywhere since it was issued
+(:meth:`moxtw.webui.core.WebUI.authenticate`).
 
-CSRF tokens are MACs of the session nonce (they change with every login and are useless
+CSRF tokens are MACs of the session ID (they change with every login and are useless
 without the cookie); the login forms, which have no session yet, get a token bound to a
 short-lived random cookie instead (a signed double-submit cookie).
 """
@@ -44,6 +49,8 @@ SESSION_LIFETIME = 12 * 3600.0
 LOGIN_FORM_LIFETIME = 3600.0
 #: Longest cookie value accepted (browsers keep 4096 bytes per cookie).
 MAX_COOKIE = 4096
+#: The session cookie's format (version 1 had no session ID or issue time).
+VERSION = 2
 
 ADMIN = "admin"
 ACCOUNT = "account"
@@ -129,10 +136,12 @@ class Session:
     #: The account's name and the address it logged in with ("" for admin sessions).
     account: str
     address: str
+    #: Random, per login: what logging out records; CSRF tokens are derived from it.
+    id: str
+    #: UNIX time of the login (logging out everywhere ends the sessions issued before).
+    issued: float
     #: UNIX time at which the session ends.
     expires: int
-    #: Random, per login; CSRF tokens are derived from it.
-    nonce: str
     #: Fingerprint of the password hash at login.
     password: str
 
@@ -169,32 +178,36 @@ class Sessions:
         """A new session and its cookie value."""
         if kind not in KINDS:
             raise ValueError(f"unknown session kind {kind!r}")
+        now = self.now()
         session = Session(
             kind=kind,
             account=account,
             address=address,
-            expires=int(self.now() + self.lifetime),
-            nonce=b64(secrets.token_bytes(16)),
+            id=b64(secrets.token_bytes(16)),
+            issued=now,
+            expires=int(now + self.lifetime),
             password=self.password_fingerprint(password_hash),
         )
         body = {
-            "v": 1,
+            "v": VERSION,
             "k": session.kind,
             "a": session.account,
             "l": session.address,
+            "i": session.id,
+            "t": session.issued,
             "e": session.expires,
-            "n": session.nonce,
             "p": session.password,
         }
         payload = b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         return f"{payload}.{b64(self._mac('session', payload))}", session
 
     def verify(self, value: str, kind: str, password_hash: Callable[[Session], str | None]) -> Session | None:
-        """The session of cookie ``value`` if it is valid for ``kind``.
+        """The session of cookie ``value`` if the cookie is valid for ``kind``.
 
         ``password_hash(session)`` returns the current password hash of the session's
         user, or None if the user is gone or may not log in; a session opened with another
-        hash is invalid.
+        hash is invalid.  Whether it was logged out is for the store to say
+        (:func:`moxtw.store.websessions.session_ended`).
         """
         if not value or len(value) > MAX_COOKIE or value.count(".") != 1:
             return None
@@ -220,7 +233,7 @@ class Sessions:
 
     def csrf_token(self, session: Session) -> str:
         """The token state-changing requests of ``session`` must carry."""
-        return b64(self._mac("csrf", session.kind, session.nonce))
+        return b64(self._mac("csrf", session.kind, session.id))
 
     def check_csrf(self, session: Session, token: str) -> bool:
         return bool(token) and hmac.compare_digest(token.encode("utf-8"), self.csrf_token(session).encode("ascii"))
@@ -240,11 +253,25 @@ class Sessions:
 
 
 def _session(body: Any) -> Session | None:
-    if not isinstance(body, dict) or body.get("v") != 1:
+    if not isinstance(body, dict) or body.get("v") != VERSION:
         return None
-    strings = [body.get(k) for k in ("k", "a", "l", "n", "p")]
-    expires = body.get("e")
-    if not all(isinstance(v, str) for v in strings) or isinstance(expires, bool) or not isinstance(expires, int):
+    strings = [body.get(k) for k in ("k", "a", "l", "i", "p")]
+    issued, expires = body.get("t"), body.get("e")
+    if not all(isinstance(v, str) for v in strings):
         return None
-    kind, account, address, nonce, password = (str(v) for v in strings)
-    return Session(kind=kind, account=account, address=address, expires=expires, nonce=nonce, password=password)
+    if isinstance(issued, bool) or not isinstance(issued, int | float):
+        return None
+    if isinstance(expires, bool) or not isinstance(expires, int):
+        return None
+    kind, account, address, session_id, password = (str(v) for v in strings)
+    if not session_id:
+        return None
+    return Session(
+        kind=kind,
+        account=account,
+        address=address,
+        id=session_id,
+        issued=float(issued),
+        expires=expires,
+        password=password,
+    )

@@ -11,22 +11,40 @@ from twisted.web.server import Request
 from ..accounts import Accounts
 from ..admin.ops import QueueAdmin
 from ..config import Config
+from ..dnsbl import DNSBLSource
 from ..passwords import PasswordVerifier
 from ..ratelimit import Limiter
+from ..settings import SettingsOps
 from ..web import mount
 from ..webapi.methods import Methods
+from .account.messages import MessagePages
+from .account.settings import SettingsPages
 from .account.suppressions import SuppressionPages
+from .admin.accounts import AccountPages
+from .admin.dashboard import DashboardPages
+from .admin.dnsbl import DNSBLPages
+from .admin.holdrules import HoldRulePages
 from .admin.queue import QueuePages
+from .admin.retired import RetiredPages
+from .admin.webhooks import WebhookPages
 from .core import ACCOUNT_AREA, ADMIN_AREA, WebUI
 from .login import LoginPages
 from .session import KEY_FILE, Sessions
 
 #: The page groups of each area: (path below the area, navigation label, class).
 ADMIN_GROUPS: list[tuple[str, str, Any]] = [
+    ("dashboard/", "Dashboard", DashboardPages),
     ("queue/", "Queue", QueuePages),
+    ("retired/", "Retired", RetiredPages),
+    ("webhooks/", "Webhooks", WebhookPages),
+    ("holdrules/", "Hold rules", HoldRulePages),
+    ("accounts/", "Accounts", AccountPages),
+    ("dnsbl/", "DNSBL", DNSBLPages),
 ]
 ACCOUNT_GROUPS: list[tuple[str, str, Any]] = [
+    ("messages/", "Messages", MessagePages),
     ("suppressions/", "Suppressions", SuppressionPages),
+    ("settings/", "Settings", SettingsPages),
 ]
 
 STATIC_TYPES = {".css": b"text/css; charset=utf-8", ".js": b"text/javascript; charset=utf-8"}
@@ -75,7 +93,8 @@ def mount_webui(root: Resource, ui: WebUI) -> None:
 
 
 def build_webui(config: Config, *, accounts: Accounts, verifier: PasswordVerifier, auth_limiter: Limiter,
-                clock: Any, queue: QueueAdmin, methods: Methods) -> WebUI:  # fmt: skip
+                clock: Any, queue: QueueAdmin, methods: Methods,
+                settings: SettingsOps | None = None, dnsbl: DNSBLSource | None = None) -> WebUI:  # fmt: skip
     """The web interface of a daemon (or an HTTP worker: same key file, same store)."""
     return WebUI(
         sessions=Sessions(config.data_dir / KEY_FILE, clock),
@@ -87,4 +106,6 @@ def build_webui(config: Config, *, accounts: Accounts, verifier: PasswordVerifie
         queue=queue,
         methods=methods,
         localserve=config.localserve,
+        settings=settings,
+        dnsbl=dnsbl,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -219,6 +220,38 @@ class WebUIFixture:
 
         rows = await self.parts.store.db.run("list", list_suppressions, account)
         return sorted(r.base_address for r in rows)
+
+    async def attempt(self, msg_id: int, kind: str, **result: Any) -> None:
+        """One delivery attempt of queued message ``msg_id`` (due now or not) with
+        ``result`` (outbox.Finish's fields), through the queue's store functions: claim
+        (the other messages excluded), then finish."""
+        from moxtw.store import outbox
+
+        now = time.time() + 1
+
+        def run(cursor: Any) -> None:
+            cursor.execute("UPDATE queue_msg SET next_attempt = ? WHERE id = ?", (now - 1, msg_id))
+            cursor.execute("SELECT id FROM queue_msg WHERE id != ?", (msg_id,))
+            others = [int(r[0]) for r in cursor.fetchall()]
+            token = f"t{msg_id}-{now}"
+            claimed = outbox.claim_due(cursor, now, slots=10, domain_slots=lambda d: 10, exclude=others,
+                                       backoff=lambda n: 60.0, lease_minimum=60.0, new_token=lambda: token)  # fmt: skip
+            assert [c.row.id for b in claimed.batches for c in b] == [msg_id], claimed
+            finish = outbox.Finish(msg_id=msg_id, token=token, kind=kind, duration=1.5, now=now + 1.5,
+                                   next_attempt=now + 600, keep=72 * 3600.0, **result)  # fmt: skip
+            outbox.finish_attempt(cursor, None, finish)
+
+        await self.parts.store.db.run("attempt", run)
+
+    async def rows(self, table: str, columns: str) -> dict[int, tuple[Any, ...]]:
+        """``columns`` of every row of ``table`` ("queue_msg" or "queue_retired") by ID."""
+
+        def read(cursor: Any) -> dict[int, tuple[Any, ...]]:
+            cursor.execute(f"SELECT id, {columns} FROM {table} ORDER BY id")
+            return {int(r[0]): tuple(r[1:]) for r in cursor.fetchall()}
+
+        result: dict[int, tuple[Any, ...]] = await self.parts.store.db.run("rows", read)
+        return result
 
 
 def basic(user: str, password: str) -> str:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
+from typing import Any
 
 import attrs
+from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from moxtw.accounts import Accounts
+from moxtw.app import build_parts
 from moxtw.localserve import ADMIN_PASSWORD
 from moxtw.passwords import hash_password
 from moxtw.webui.session import b64, unb64
@@ -167,8 +171,8 @@ class AccountLoginTests(TestCase):
         self.assertEqual((reply.status, reply.header("location")), (303, "/account/"))
         self.assertEqual(reply.set_cookies()[ACCOUNT_COOKIE]["path"], "/account/")
         reply = await self.b.get("/account/")
-        self.assertEqual((reply.status, reply.header("location")), (303, "/account/suppressions/"))
-        page = await self.b.get("/account/suppressions/")
+        self.assertEqual((reply.status, reply.header("location")), (303, "/account/messages/"))
+        page = await self.b.get("/account/messages/")
         self.assertIn("mox@localhost (account mox)", page.text)
 
     async def test_wrong_credentials(self) -> None:
@@ -334,3 +338,172 @@ class CSRFTests(TestCase):
             reply = await self.b.request(method, "/account/suppressions/", data=b"action=add&address=x@example.com")
             self.assertEqual(reply.status, 405, method)
         self.assertEqual(await self.f.suppressions("mox"), [])
+
+
+class LogoutTests(TestCase):
+    """Logging out ends the session in the store: a copy of the cookie (another browser,
+    another process) is refused afterwards, other sessions of the login are not."""
+
+    async def setUp(self) -> None:
+        self.f = await WebUIFixture(self).start()
+
+    def copy(self, browser: Browser, fixture: Any = None) -> Browser:
+        """Another browser holding ``browser``'s cookies (a copied cookie)."""
+        other = Browser(fixture or self.f)
+        other.cookies = dict(browser.cookies)
+        return other
+
+    async def token(self, browser: Browser, path: str) -> str:
+        page = await browser.get(path)
+        self.assertEqual(page.status, 200, path)
+        return page.csrf()
+
+    async def logouts(self) -> list[tuple[Any, ...]]:
+        def read(cursor: Any) -> list[tuple[Any, ...]]:
+            cursor.execute("SELECT kind, account, session = '', at, expires FROM webui_logout ORDER BY at, kind")
+            return [tuple(r) for r in cursor.fetchall()]
+
+        result: list[tuple[Any, ...]] = await self.f.parts.store.db.run("logouts", read)
+        return result
+
+    async def test_admin_copied_cookie_refused_after_logout(self) -> None:
+        b, second = self.f.browser(), self.f.browser()
+        await b.login_admin()
+        await second.login_admin()  # the same login in another browser
+        token = await self.token(b, "/admin/holdrules/")
+        stolen = self.copy(b)
+        self.assertEqual((await stolen.get("/admin/holdrules/")).status, 200)
+        reply = await b.post("/admin/logout", {"csrf_token": token})
+        self.assertEqual((reply.status, reply.header("location")), (303, "/admin/login"))
+        self.assertNotIn(ADMIN_COOKIE, b.cookies)
+        self.assertEqual(await self.logouts(), [("admin", "", 0, 1_800_000_000.0, 1_800_000_000 + 12 * 3600)])
+        # The copy: GET goes to the login page, POST (with the session's token) is refused.
+        reply = await stolen.get("/admin/holdrules/")
+        self.assertEqual((reply.status, reply.header("location")), (303, "/admin/login?next=/admin/holdrules/"))
+        rules = await self.f.ui.queue.hold_rules()
+        add = {"account": "mox", "sender_domain": "", "recipient_domain": "", "csrf_token": token}
+        reply = await stolen.post("/admin/holdrules/", add)
+        self.assertEqual(reply.status, 403)
+        self.assertIn("Your session has ended", reply.text)
+        self.assertEqual(await self.f.ui.queue.hold_rules(), rules)
+        self.assertEqual((await stolen.post("/admin/logout", {"csrf_token": token})).status, 403)
+        # The login page asks for the password again.
+        self.assertEqual((await stolen.get("/admin/login")).status, 200)
+        # The other browser's session goes on, and may change things.
+        self.assertEqual((await second.get("/admin/holdrules/")).status, 200)
+        add["csrf_token"] = await self.token(second, "/admin/holdrules/")
+        self.assertEqual((await second.post("/admin/holdrules/", add)).status, 303)
+        self.assertEqual(len(await self.f.ui.queue.hold_rules()), len(rules) + 1)
+
+    async def test_account_copied_cookie_refused_after_logout(self) -> None:
+        b, second = self.f.browser(), self.f.browser()
+        await b.login_account()
+        await second.login_account()
+        token = await self.token(b, "/account/suppressions/")
+        stolen = self.copy(b)
+        self.assertEqual((await stolen.get("/account/suppressions/")).status, 200)
+        self.assertEqual((await b.post("/account/logout", {"csrf_token": token})).status, 303)
+        self.assertEqual(await self.logouts(), [("account", "mox", 0, 1_800_000_000.0, 1_800_000_000 + 12 * 3600)])
+        reply = await stolen.get("/account/suppressions/")
+        self.assertEqual((reply.status, reply.header("location")), (303, "/account/login?next=/account/suppressions/"))
+        add = {"action": "add", "address": "victim@example.com", "csrf_token": token}
+        reply = await stolen.post("/account/suppressions/", add)
+        self.assertEqual(reply.status, 403)
+        self.assertIn("Your session has ended", reply.text)
+        self.assertEqual(await self.f.suppressions("mox"), [])
+        self.assertEqual((await second.get("/account/suppressions/")).status, 200)
+        add["csrf_token"] = await self.token(second, "/account/suppressions/")
+        self.assertEqual((await second.post("/account/suppressions/", add)).status, 303)
+        self.assertEqual(await self.f.suppressions("mox"), ["victim@example.com"])
+
+    async def test_logout_holds_in_every_process(self) -> None:
+        """A second web interface on the same store and key file (an HTTP worker) refuses
+        a session the first one logged out, and the other way round."""
+        parts, _ = build_parts(self.f.config, reactor, store=self.f.parts.store)
+        parts.webui.sessions.clock = self.f.clock
+        self.assertIsNot(parts.webui, self.f.ui)
+        worker = SimpleNamespace(parts=parts)
+        # Logged in here, logged out in the worker.
+        b = self.f.browser()
+        await b.login_account()
+        in_worker = self.copy(b, worker)
+        token = await self.token(in_worker, "/account/suppressions/")
+        self.assertEqual((await in_worker.post("/account/logout", {"csrf_token": token})).status, 303)
+        self.assertEqual((await b.get("/account/suppressions/")).status, 303)
+        self.assertEqual((await self.copy(b, worker).get("/account/suppressions/")).status, 303)
+        # Logged in here, logged out here: the worker refuses the cookie.
+        await b.login_admin()
+        in_worker = self.copy(b, worker)
+        self.assertEqual((await in_worker.get("/admin/queue/")).status, 200)
+        token = await self.token(b, "/admin/queue/")
+        self.assertEqual((await b.post("/admin/logout", {"csrf_token": token})).status, 303)
+        reply = await in_worker.get("/admin/queue/")
+        self.assertEqual((reply.status, reply.header("location")), (303, "/admin/login?next=/admin/queue/"))
+        self.assertEqual((await in_worker.post("/admin/logout", {"csrf_token": token})).status, 403)
+
+    async def test_expired_logouts_removed(self) -> None:
+        b = self.f.browser()
+        await b.login_admin()
+        await b.post("/admin/logout", {"csrf_token": await self.token(b, "/admin/queue/")})
+        self.f.clock.advance(6 * 3600)
+        await b.login_account()
+        await b.post("/account/logout", {"csrf_token": await self.token(b, "/account/messages/")})
+        self.assertEqual([r[:2] for r in await self.logouts()], [("admin", ""), ("account", "mox")])
+        # The admin session would have expired by now: its row goes with the next logout.
+        self.f.clock.advance(6 * 3600)
+        await b.login_account(OTHER)
+        await b.post("/account/logout", {"csrf_token": await self.token(b, "/account/messages/")})
+        self.assertEqual([r[:2] for r in await self.logouts()], [("account", "mox"), ("account", "other")])
+
+    async def test_log_out_everywhere(self) -> None:
+        """Ends every session of the login (any browser), not those of other logins; a
+        new login works."""
+        paths = {"admin": "/admin/queue/", "account": "/account/suppressions/"}
+
+        async def log_in(b: Browser, login: tuple[str, str] | None) -> None:
+            reply = await (b.login_admin() if login is None else b.login_account(login))
+            self.assertEqual(reply.status, 303)
+
+        # (area, its login, other logins that must stay logged in)
+        for area, login, others in (("account", MOX, [None, OTHER]), ("admin", None, [MOX])):
+            f = await WebUIFixture(self).start()
+            first, second = f.browser(), f.browser()
+            for b in (first, second):
+                await log_in(b, login)
+            unaffected = []
+            for other in others:
+                unaffected.append((f.browser(), paths["admin" if other is None else "account"]))
+                await log_in(unaffected[-1][0], other)
+            path = paths[area]
+            page = await first.get(path)
+            self.assertIn('name="everywhere" value="1">Log out everywhere</button>', page.text)
+            stolen = self.copy(first)
+            f.clock.advance(1)
+            reply = await first.post(f"/{area}/logout", {"csrf_token": page.csrf(), "everywhere": "1"})
+            self.assertEqual((reply.status, reply.header("location")), (303, f"/{area}/login"), area)
+            self.assertNotIn(f"moxtw_{area}_session", first.cookies)
+            for b in (stolen, second):
+                self.assertEqual((await b.get(path)).status, 303, area)
+            for b, other_path in unaffected:
+                self.assertEqual((await b.get(other_path)).status, 200, (area, other_path))
+            # A login after it is a new session.
+            f.clock.advance(1)
+            await log_in(second, login)
+            self.assertEqual((await second.get(path)).status, 200, area)
+            self.assertEqual((await stolen.get(path)).status, 303, area)
+
+    async def test_log_out_everywhere_covers_every_login_address(self) -> None:
+        """An account's sessions end whatever address they logged in with."""
+
+        def second_address(text: str) -> str:
+            return text.replace('addresses = ["other@example.org"]', 'addresses = ["other@example.org", "o2@example.org"]')
+
+        f = await WebUIFixture(self, edit=second_address).start()
+        first, second = f.browser(), f.browser()
+        await first.login_account(OTHER)
+        self.assertEqual((await second.login_account(("o2@example.org", OTHER[1]))).status, 303)
+        self.assertEqual((await second.get("/account/suppressions/")).status, 200)
+        token = await self.token(first, "/account/suppressions/")
+        f.clock.advance(1)
+        await first.post("/account/logout", {"csrf_token": token, "everywhere": "1"})
+        self.assertEqual((await second.get("/account/suppressions/")).status, 303)
