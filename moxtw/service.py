@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -18,6 +19,15 @@ class OrderedMultiService(MultiService):
     """
 
     log = Logger()
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            # An operator's mistake (a port in use, an address not on this machine), not
+            # a bug in moxtw: one clear line and a non-zero exit, no traceback.
+            where = f"[{e.interface}]" if ":" in (e.interface or "") else e.interface or "*"
+            raise SystemExit(f"moxtw: cannot listen on {where}:{e.port}: {e.socketError}") from None
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import protocol
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
@@ -38,8 +39,16 @@ class _ParentLink(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         log.info("main process went away; stopping")
-        if self.reactor.running:
-            self.reactor.stop()
+        stop_once(self.reactor)
+
+
+def stop_once(reactor: Any) -> None:
+    """Stop the reactor unless it is stopping already: the main process going away, its
+    SIGTERM and the SIGTERM of its death signal can all arrive during one shutdown."""
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
 
 
 def _die_with_parent(parent: int) -> None:
@@ -105,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings_link = WorkerSettingsLink(parts.settings.live, write)
     link.receiver = settings_link.data_received
     parts.settings.reload = settings_link.request_reload
+    # The DNSBL monitor runs in the main process: "Check now" asks it.
+    if parts.webui.dnsbl is not None and parts.webui.dnsbl.monitoring:
+        parts.webui.dnsbl.request_check = lambda: write(b"d")
     # Admin changes that make messages due (release, reschedule) kick the main
     # process's queue the same way.
     parts.admin.ops.on_changed = notify_queued
@@ -128,7 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     r.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(stop()))
     log.info("serving the webapi on {count} socket(s)", count=len(args.listen))
-    r.run()
+    # Our own SIGTERM/SIGINT handling: Twisted's calls reactor.stop() for each signal and
+    # logs a ReactorNotRunning traceback for the second one.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda n, f: r.callFromThread(stop_once, r))
+    r.run(installSignalHandlers=False)
     return 0
 
 

@@ -304,9 +304,10 @@ class Session:
                 return f"{b.name} exited with {b.process.returncode}:\n{b.output}"
         return None
 
-    def wait(self, condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    def wait(self, condition: Callable[[], Any], what: str, timeout: float = 180) -> Any:
         """Poll ``condition`` until it returns something true; fail after ``timeout``
-        seconds or when a background process dies."""
+        seconds (a bound for a hung run, generous for a loaded machine) or when a
+        background process dies."""
         deadline = time.monotonic() + timeout
         while True:
             result = condition()

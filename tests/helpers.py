@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import random
 import re
 import signal
 import socket
 import sys
+import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,10 +25,45 @@ ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
 
 
+#: Ports handed out by free_port in any test process on this machine, with the time:
+#: trial -j runs several processes, and a port one of them was given (and has not bound
+#: yet) must not be given to another.
+_PORT_REGISTRY = Path(tempfile.gettempdir()) / "moxtw-test-ports"
+#: Below Linux's ephemeral range (32768-60999): the kernel never gives these to the
+#: outgoing connections the tests make, which could take a port between free_port and
+#: the daemon's bind.
+_PORT_RANGE = (20000, 32000)
+_PORT_HOLD = 300.0
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port nothing listens on, not handed out to another test process in the
+    last 5 minutes, and outside the ephemeral range."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with open(_PORT_REGISTRY, "a+", encoding="ascii") as registry:
+        fcntl.flock(registry, fcntl.LOCK_EX)
+        registry.seek(0)
+        now = time.time()
+        recent: dict[int, float] = {}
+        for line in registry.read().split("\n"):
+            port, _, at = line.partition(" ")
+            if port.isdigit() and at and now - float(at) < _PORT_HOLD:
+                recent[int(port)] = float(at)
+        for _ in range(500):
+            port = random.randint(*_PORT_RANGE)
+            if port in recent:
+                continue
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            recent[port] = now
+            registry.seek(0)
+            registry.truncate()
+            registry.write("".join(f"{p} {t}\n" for p, t in recent.items()))
+            return port
+    raise RuntimeError("no free port found")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

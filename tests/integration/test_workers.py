@@ -100,3 +100,22 @@ class WorkerTests(TestCase):
         await daemon.stop(signal.SIGKILL)
         await self.wait_for(lambda: worker_pids(path) == [], "the worker to exit after its parent died")
         self.assertFalse(port_open(http))
+
+    async def test_worker_stops_cleanly_on_repeated_sigterm(self) -> None:
+        """A worker gets SIGTERM from the main process and again from its death signal:
+        the second one must not log a traceback (Twisted's handler calls reactor.stop()
+        twice and reports ReactorNotRunning)."""
+        path, http, _ = self.make_config()
+        daemon = Daemon(self, "--config", str(path)).start()
+        await daemon.wait_for_port(http)
+        await daemon.wait_for_output("serving the webapi")  # its reactor runs
+        await self.wait_for(lambda: len(worker_pids(path)) == 1, "one worker process")
+        (first,) = worker_pids(path)
+        for _ in range(3):
+            os.kill(first, signal.SIGTERM)
+        await daemon.wait_for_output("restarting")
+        await self.wait_for(lambda: worker_pids(path) not in ([], [first]), "a new worker")
+        code = await daemon.stop()
+        self.assertIn(code, (0, -signal.SIGTERM), daemon.output)
+        self.assertNotIn("ReactorNotRunning", daemon.output)
+        self.assertNotIn("Traceback", daemon.output)
