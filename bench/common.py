@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -134,6 +135,22 @@ class LocalServe:
 
     def stop(self) -> int | None:
         return stop(self.proc)
+
+    def wait_idle(self, timeout: float = 300.0) -> None:
+        """Wait until the queue is empty (everything sent so far delivered), so the next
+        measurement does not share the machine with the previous one's deliveries."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+            try:
+                if con.execute("SELECT count(*) FROM queue_msg WHERE hold = 0").fetchone()[0] == 0:
+                    return
+            except sqlite3.OperationalError:
+                pass  # the daemon is still creating its database
+            finally:
+                con.close()
+            time.sleep(0.2)
+        raise RuntimeError(f"queue not empty after {timeout:.0f} s")
 
 
 # --- figures ---------------------------------------------------------------------------------

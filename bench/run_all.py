@@ -67,6 +67,7 @@ def last_json(output: str) -> Any:
 def bench_send(daemon: LocalServe, size: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for clients, key in ((16, "c16"), (1, "c1")):
+        daemon.wait_idle()  # the previous measurement's deliveries are done
         f = last_json(script("webapi_send.py", "--port", str(daemon.http_port), "-n", str(size[key]),
                              "-c", str(clients), "--json"))  # fmt: skip
         rows.append((f"webapi Send, {clients} client{'s' if clients > 1 else ''}", f["msgs_per_s"], "msgs/s"))
@@ -77,6 +78,7 @@ def bench_send(daemon: LocalServe, size: dict[str, Any]) -> list[Row]:
 def bench_smtp(daemon: LocalServe, size: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for conns, key in ((8, "c8"), (1, "c1")):
+        daemon.wait_idle()  # the previous measurement's deliveries are done
         f = last_json(script("smtp_submission.py", "--port", str(daemon.ports["submission"]), "-n", str(size[key]),
                              "-c", str(conns), "--json"))  # fmt: skip
         label = f"SMTP submission, {conns} connection{'s' if conns > 1 else ''}"
