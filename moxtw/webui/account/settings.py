@@ -120,7 +120,7 @@ def form_changes(form: Fields) -> dict[str, Any]:
     return changes
 
 
-def _not_saved(ops: SettingsOps, e: SettingsError) -> str:
+def not_saved(ops: SettingsOps, e: SettingsError) -> str:
     """The error for the page: "Not saved: ...", without the configuration file's path."""
     text = str(e)
     if ops.live.path is not None:
@@ -197,11 +197,11 @@ class SettingsPages:
                                     allowed=OWNER_EDITABLE)  # fmt: skip
         except SettingsConflict as e:
             current = ops.get(account.name)
-            message = f"{_not_saved(ops, e)} The form now shows the current settings; make your change again."
+            message = f"{not_saved(ops, e)} The form now shows the current settings; make your change again."
             return await self._render(page, current, shown_settings(current), error=message, status=409)
         except SettingsError as e:
             current = ops.get(account.name)
-            return await self._render(page, current, shown_form(page.form), error=_not_saved(ops, e), status=400)
+            return await self._render(page, current, shown_form(page.form), error=not_saved(ops, e), status=400)
         if not result.update.written:
             done = "unchanged"
         else:

@@ -36,22 +36,14 @@ from ...settings import (
     AccountSettings,
     SettingsConflict,
     SettingsError,
-    SettingsOps,
-    duration_text,
 )
-from ..account.settings import HOOKS, SECRETS, form_changes
+from ..account.settings import HOOKS, NOTICES, SECRETS, Shown, form_changes, not_saved
+from ..account.settings import shown_settings as owner_shown
 from ..core import ADMIN_AREA, Page, PageError, Redirect, WebUI, guarded, install_error_pages
 from ..delivery import facts
 from ..http import Fields, field
 from ..layout import Content, hidden, table, text_input
 
-#: Notices after a POST (fixed texts: nothing from the URL is echoed).
-NOTICES = {
-    "saved": "Settings saved; they are in effect now.",
-    "unchanged": "Nothing was changed.",
-    "pending": "Settings saved in the configuration file, but the running daemon uses other values: "
-    "command-line flags (such as localserve's --outgoing-webhook) override the file, or a reload is needed.",
-}
 #: Integer inputs: empty means "the default" (the key is removed from the file).
 INT_KEYS = tuple(
     [f"{hook}.{key}" for hook, keys in WEBHOOK_KEYS.items() for key, kind in keys.items() if kind == INT]
@@ -72,23 +64,12 @@ TEXT_KEYS = (
 )
 
 
-@attrs.frozen
-class Shown:
-    """What the form shows: the values of the non-secret inputs, and the version."""
-
-    values: dict[str, Any]
-    version: str
-
-
 def shown_settings(s: AccountSettings) -> Shown:
-    values: dict[str, Any] = {}
+    """The account page's inputs, and the admin's own."""
+    values = dict(owner_shown(s).values)
     for name in HOOKS:
         hook: WebhookConfig | None = getattr(s, name)
-        values[f"{name}.url"] = "" if hook is None else hook.url
         values[f"{name}.max_in_flight"] = "" if hook is None else str(hook.max_in_flight)
-        values[f"{name}.events"] = () if hook is None else hook.events
-    values["keep_retired_messages"] = duration_text(s.keep_retired_messages)
-    values["keep_retired_webhooks"] = duration_text(s.keep_retired_webhooks)
     values["fromid_login_addresses"] = ", ".join(s.fromid_login_addresses)
     values["max_outgoing_messages_per_day"] = str(s.max_outgoing_messages_per_day)
     values["max_first_time_recipients_per_day"] = str(s.max_first_time_recipients_per_day)
@@ -123,16 +104,6 @@ def admin_changes(form: Fields, current: AccountSettings) -> dict[str, Any]:
     if hook is not None and events is not None and set(events) == set(hook.events):
         del changes["outgoing_webhook.events"]
     return changes
-
-
-def not_saved(ops: SettingsOps, e: SettingsError) -> str:
-    """The error for the page: "Not saved: ...", the configuration file's path left out."""
-    text = str(e)
-    if ops.live.path is not None:
-        text = text.replace(str(ops.live.path), "the configuration file")
-    if text.lower().startswith("not saved"):
-        return text[0].upper() + text[1:]
-    return f"Not saved: {text}"
 
 
 def account_url(page: Page, name: str) -> str:
