@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
 LOGIN = "mox@localhost"
 PASSWORD = "moxmoxmox"
+ADMIN_PASSWORD = "moxadmin"
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -2,12 +2,13 @@
 """Run every benchmark in bench/ and print one table (figure, value, unit).
 
 Starts a localserve daemon in a temporary directory (free loopback ports, daily limits
-raised) for the benchmarks that drive a running server (webapi Send, SMTP submission),
-and stops it afterwards; the others start and stop their own daemons and peers
-(queue delivery: twisted.names MX and Postfix's smtp-sink; webhooks: a receiver;
-scale: a localserve with a large held backlog; startup).
+raised) for the benchmarks that drive a running server (webapi Send, SMTP submission,
+each message also delivered by localserve), and stops it afterwards; the others start
+and stop their own daemons and peers (submission alone: a localserve holding every
+message; queue delivery: twisted.names MX and Postfix's smtp-sink; webhooks: a
+receiver; scale: a localserve with a large held backlog; startup).
 
-    .venv/bin/python bench/run_all.py                    # full sizes (about 15 minutes)
+    .venv/bin/python bench/run_all.py                    # full sizes (about 4 minutes)
     .venv/bin/python bench/run_all.py --quick            # small sizes, under 2 minutes
     .venv/bin/python bench/run_all.py --json figures.json
     .venv/bin/python bench/run_all.py --only send,smtp   # a subset
@@ -32,7 +33,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from common import LocalServe  # noqa: E402
+from common import ADMIN_PASSWORD, LocalServe  # noqa: E402
 
 Row = tuple[str, Any, str]
 
@@ -40,6 +41,7 @@ Row = tuple[str, Any, str]
 SIZES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "send": ({"c16": 8000, "c1": 2000}, {"c16": 1000, "c1": 300}),
     "smtp": ({"c8": 4000, "c1": 1000}, {"c8": 600, "c1": 200}),
+    "submit": ({"send": 3000, "smtp": 1500}, {"send": 300, "smtp": 200}),
     "queue": ({"messages": 2000}, {"messages": 400}),
     "webhooks": ({"messages": 300, "steady": 120}, {"messages": 100, "steady": 40}),
     "scale": ({"sizes": "100000,1000000", "messages": 3000}, {"sizes": "10000", "messages": 500}),
@@ -57,10 +59,14 @@ def script(name: str, *args: str, timeout: float = 3600) -> str:
 
 
 def last_json(output: str) -> Any:
-    """The last line of ``output`` that is a JSON document."""
+    """The last line of ``output`` that is a JSON document; RuntimeError if it counts
+    errors (a figure over failed requests is no figure)."""
     for line in reversed(output.strip().splitlines()):
         if line.startswith(("{", "[")):
-            return json.loads(line)
+            figures = json.loads(line)
+            if isinstance(figures, dict) and figures.get("errors"):
+                raise RuntimeError(f"{figures['errors']} request(s) failed:\n{output[-1500:]}")
+            return figures
     raise RuntimeError(f"no JSON figures in:\n{output[-1500:]}")
 
 
@@ -85,6 +91,36 @@ def bench_smtp(daemon: LocalServe, size: dict[str, Any]) -> list[Row]:
         rows.append((label, f["msgs_per_s"], "msgs/s"))
         rows.append((f"{label}, p50", f["p50_ms"], "ms"))
     return rows
+
+
+def bench_submit(size: dict[str, Any]) -> list[Row]:
+    """Submission alone: a localserve whose hold rule holds every message of the account,
+    so nothing is delivered during the measurement (the rows above also deliver each
+    message on the same cores, as localserve does)."""
+    directory = Path(tempfile.mkdtemp(prefix="moxtw-bench-submit-"))
+    daemon = LocalServe(directory).start()
+    try:
+        admin = f"http://127.0.0.1:{daemon.http_port}/admin/api/"
+        subprocess.run(
+            [str(Path(sys.executable).parent / "moxtw"), "holdrules", "add", "--admin-url", admin,
+             "--admin-password", ADMIN_PASSWORD, "--account", "mox"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        rows: list[Row] = []
+        for clients in (1, 16):
+            f = last_json(script("webapi_send.py", "--port", str(daemon.http_port), "-n", str(size["send"]),
+                                 "-c", str(clients), "--json"))  # fmt: skip
+            label = f"webapi Send, {clients} client{'s' if clients > 1 else ''}, held (no delivery)"
+            rows += [(label, f["msgs_per_s"], "msgs/s"), (f"{label}, p50", f["p50_ms"], "ms")]
+        for conns in (1, 8):
+            f = last_json(script("smtp_submission.py", "--port", str(daemon.ports["submission"]), "-n",
+                                 str(size["smtp"]), "-c", str(conns), "--json"))  # fmt: skip
+            label = f"SMTP submission, {conns} connection{'s' if conns > 1 else ''}, held (no delivery)"
+            rows += [(label, f["msgs_per_s"], "msgs/s"), (f"{label}, p50", f["p50_ms"], "ms")]
+        return rows
+    finally:
+        daemon.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def bench_queue(size: dict[str, Any]) -> list[Row]:
@@ -126,6 +162,7 @@ SERVER_BENCHES: dict[str, Callable[[LocalServe, dict[str, Any]], list[Row]]] = {
     "smtp": bench_smtp,
 }
 OWN_DAEMON_BENCHES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "submit": bench_submit,
     "queue": bench_queue,
     "webhooks": bench_webhooks,
     "scale": bench_scale,

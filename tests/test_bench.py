@@ -34,6 +34,8 @@ class RunAllQuickTests(SynchronousTestCase):
             "webapi Send, 1 client",
             "SMTP submission, 8 connections",
             "SMTP submission, 1 connection",
+            "webapi Send, 1 client, held (no delivery)",
+            "SMTP submission, 8 connections, held (no delivery)",
             "queue delivery to smtp-sink (preloaded, 1 domain)",
             "webhooks to one URL answering in 100 ms",
             "webapi Send, 16 clients, 10,000 held",
