@@ -3,10 +3,10 @@
 A real ``twistd -n moxtw localserve`` process (free loopback ports, high daily limits)
 takes SMTP submissions from 12 concurrent ``smtplib`` sessions (AUTH PLAIN on the
 submission port; several messages per session), each message with its own Message-ID,
-Subject and text.  The session thread that receives the 150th ``250`` reply to DATA
-sends SIGKILL to the daemon's whole process tree at once, while the other sessions are
-in the middle of their transactions (the test requires at least one past DATA: sending
-its body or waiting for the reply to the final dot).  Then the SQLite database and the
+Subject and text.  The session thread that receives the 150th ``250`` reply to DATA, or
+the first one after it while another session is past DATA (sending its body or waiting
+for the reply to the final dot), sends SIGKILL to the daemon's whole process tree at
+once, while the other sessions are in the middle of their transactions.  Then the SQLite database and the
 message files are read directly: every message that was answered 250 (also those whose
 answer arrived while the kill was under way) must be either still queued, with its queue
 row (recipient, Message-ID, subject) and message file, or retired as delivered with its
@@ -160,7 +160,9 @@ def session(run: Run, port: int) -> None:
                     run.answered[expected["message_id"]] = expected
                     return
                 run.answered[expected["message_id"]] = expected
-                if len(run.answered) == KILL_AFTER:
+                # From answer N on, the first answer that finds another session past DATA
+                # kills (at the 150th exactly, all of them can be at MAIL or RCPT).
+                if len(run.answered) >= KILL_AFTER and run.in_data > 0:
                     run.kill()
                     return
     finally:
