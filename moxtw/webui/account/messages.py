@@ -183,8 +183,13 @@ class MessagePages:
                 + " (see Settings, Keep retired messages)."
             )
         ]
+        # Queued first, then retired: a message retired between the two reads is in both
+        # and is shown once, as retired (the later read).
+        listings = {prefix: await fetch(self.ui, account.name, prefix, cursors[prefix]) for prefix in LISTS}
+        retired_ids = {row.id for row, _ in listings["r"].rows}
+        listings["q"].rows[:] = [(row, attempts) for row, attempts in listings["q"].rows if row.id not in retired_ids]
         for prefix, caption in LISTS.items():
-            listing = await fetch(self.ui, account.name, prefix, cursors[prefix])
+            listing = listings[prefix]
             content.append(tags.h2(caption, id=f"{prefix}-list"))
             content.append(self._table(page, prefix, caption, listing, now))
             content.append(self._pager(page, prefix, caption, cursors, listing))
